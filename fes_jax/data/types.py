@@ -90,10 +90,14 @@ class Video:
   frames: Any = None  # a fes_jax.data.frames.FrameSource, attached when the frames exist
   intervals: list[Interval] = dataclasses.field(default_factory=list)
   fps_divisor: int = 1  # frames of the original video per frame of this one
+  original_num_frames: int | None = None  # frame count before resampling, when known
 
   def to_original_frame(self, frame: int) -> int:
     """Maps a 1-based frame of this (possibly resampled) video to the original numbering."""
-    return 1 + (frame - 1) * self.fps_divisor
+    original = 1 + (frame - 1) * self.fps_divisor
+    if self.original_num_frames is not None:
+      original = min(original, self.original_num_frames)
+    return original
 
 
 @dataclasses.dataclass

@@ -1,0 +1,145 @@
+"""Helpers shared by the config files in ``configs/``.
+
+Config files stay declarative (big_vision style): ``get_config(arg)`` builds one
+``ml_collections.ConfigDict`` from these section builders and overrides what the experiment
+changes. ``arg`` is the text after ``:`` in ``--config=configs/x.py:preset=tiny,seed=1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from fes_jax.data.policies import Policies
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses ``"a=1,b=x,flag"`` into a ConfigDict, typed like ``defaults``.
+
+  A bare word ``flag`` sets a boolean default to True; unknown keys are an error.
+  """
+  result = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return result
+  for item in arg.split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+    default = defaults[key]
+    if not sep:
+      if not isinstance(default, bool):
+        raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+      result[key] = True
+    elif isinstance(default, bool):
+      result[key] = value.lower() in ("1", "true", "yes", "on")
+    elif isinstance(default, int):
+      result[key] = int(value)
+    elif isinstance(default, float):
+      result[key] = float(value)
+    else:
+      result[key] = value
+  return result
+
+
+def policies_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """The annotation quirk policies (fes_jax/data/policies.py) with their defaults."""
+  values = dataclasses.asdict(Policies(**overrides))
+  return ml_collections.ConfigDict(values)
+
+
+def dataset_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """Where the data is and how its annotations are read.
+
+  ``name`` is ``synthetic`` (generated into ``<workdir>/data`` unless ``root`` is given),
+  ``casme2``, ``samm_lv`` or ``casme3``.
+  """
+  fmt = "casme2" if name == "synthetic" else name
+  cfg = ml_collections.ConfigDict({
+      "name": name,
+      "format": fmt,
+      # Paths; empty means "the synthetic data generated in the workdir".
+      "annotations": "",
+      "frames_root": "",
+      "frame_counts": "",
+      # Reader options: casme3 type_when_missing; csv fps / index_base.
+      "type_when_missing": "duration",
+      "policies": policies_config(fps_divisor=7 if name == "samm_lv" else 1),
+      # The synthetic generator (tools/make_synthetic.py), used when name == 'synthetic'.
+      "synthetic": {"preset": "default", "seed": 0, "workers": 2},
+  })
+  cfg.update(overrides)
+  return cfg
+
+
+def loso_config() -> ml_collections.ConfigDict:
+  """Leave-one-subject-out folds: one fold per subject, sorted by subject name."""
+  return ml_collections.ConfigDict({
+      # -1 runs every fold; k runs only fold k (cluster job arrays). --fold overrides this.
+      "fold": -1,
+      # Comma-separated subject names to restrict the folds to; empty = every subject.
+      "subjects": "",
+  })
+
+
+def preprocess_config() -> ml_collections.ConfigDict:
+  """SW-MRO features (SpotFormer section 3.1; ../shared/reference/spotformer.md section 1).
+
+  Consumed by the preprocess stage (issue 'SW-MRO preprocessing to sharded TFRecords').
+  """
+  return ml_collections.ConfigDict({
+      "method": "sw_mro",  # or 'adjacent' (flow between adjacent frames, paper Table III)
+      "window": 17,  # w; the paper's ablation: 9, 11, 15, 17, 19, 21, 25
+      "face_size": 320,
+      "landmarks": "dlib",  # or 'file' (ground-truth / OpenFace landmarks)
+      "roi_flow": "mdmo",  # 'mdmo' (paper), 'top_magnitude' (Zhao), 'four_bin' (AUW-GCN)
+      "segment_length": 16,  # windows per training segment
+      "workers": 2,
+  })
+
+
+def spotformer_model_config() -> ml_collections.ConfigDict:
+  """SpotFormer (MSSTGT) at the paper's configuration: 3,168,778 parameters."""
+  return ml_collections.ConfigDict({
+      "name": "spotformer",
+      "variant": "simul_st",  # 'seq_st', 'paral_st', 'simul_ts' (paper Table IV)
+      "seq_len": 17, "num_nodes": 10, "num_classes": 10,
+      "dim": 256, "heads": 4, "dim_head": 64, "mlp_dim": 256,
+      "dropout": 0.1, "emb_dropout": 0.1,
+      "norm": "batch",  # 'layer' as an option
+  })
+
+
+def train_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """The reference's training recipe (spotformer.md section 4)."""
+  cfg = ml_collections.ConfigDict({
+      "epochs": 100,
+      "batch_segments": 32,  # 32 segments x 16 windows = 512 windows
+      "learning_rate": 2e-4,
+      "betas": (0.7, 0.9),
+      "weight_decay": 0.1,
+      "lr_decay_per_epoch": 0.96,
+      "seed": 270,
+      "mae_weight": 0.5,  # m: 0.5 CAS(ME)^2 / CAS(ME)^3, 0.55 SAMM-LV
+      # Model selection never looks at the held-out subject: 'last_epoch' or 'validation'
+      # (a validation subset of the training subjects). 'oracle' is the papers' protocol.
+      "selection": "last_epoch",
+  })
+  cfg.update(overrides)
+  return cfg
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """MEGC spotting evaluation and post-processing (evaluation.md, spotformer.md section 5)."""
+  return ml_collections.ConfigDict({
+      "iou_threshold": 0.5,
+      "iou_inclusive": False,  # SpotFormer: end - start; MEGC2020 baseline: end - start + 1
+      "matching": "greedy",  # or 'optimal'
+      "apex_threshold": 0.5,
+      "nms_iou": 0.5,
+      "top_k": 5,
+  })

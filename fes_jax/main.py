@@ -1,0 +1,46 @@
+"""Runs a fes_jax job: ``python -m fes_jax.main --config=configs/X.py[:args] --workdir=DIR``.
+
+Override any config field with ``--config.section.field=value``. ``--fold=K`` runs only fold
+K's training (for cluster job arrays); rerunning the same command resumes where it stopped.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from fes_jax import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/spotformer_synthetic.py[:preset=tiny].",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, features, checkpoints, "
+                               "results (see WORKSPACE.md).")
+_FOLD = flags.DEFINE_integer("fold", None, "Run only this LOSO fold (0-based); overrides "
+                             "config.loso.fold.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+EXIT_NOT_IMPLEMENTED = 3
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    result = pipeline.run(_CONFIG.value, _WORKDIR.value, fold=_FOLD.value)
+  except pipeline.StageNotImplemented as e:
+    logging.error("%s", e)
+    print(f"\nfes_jax stopped: {e}.\nThe stages before it are complete and stay in "
+          f"{_WORKDIR.value}; nothing was written for this stage.", file=sys.stderr)
+    return EXIT_NOT_IMPLEMENTED
+  except pipeline.ConfigMismatch as e:
+    print(f"fes_jax: {e}", file=sys.stderr)
+    return 2
+  print(f"fes_jax: done {result['done']}, already complete {result['skipped']}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,104 @@
+"""The run as a sequence of resumable stages.
+
+prepare_data -> preprocess -> train (one per LOSO fold) -> evaluate -> aggregate -> report.
+
+A stage that finishes writes ``<workdir>/stages/<name>.json`` last (atomically); a stage whose
+marker exists is skipped, so rerunning the same command resumes. A stage that later issues
+implement raises :class:`StageNotImplemented` when reached: the run stops there, says so, and
+writes nothing for it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+from absl import logging
+import ml_collections
+
+from fes_jax import stages
+from fes_jax.context import ConfigMismatch, Context, StageNotImplemented, write_json_atomic
+
+__all__ = ["run", "ConfigMismatch", "StageNotImplemented"]
+
+
+def marker(ctx: Context, name: str) -> pathlib.Path:
+  return ctx.path("stages", f"{name}.json")
+
+
+def check_config(ctx: Context) -> None:
+  """Stores the config in the workdir on first use; refuses a different one later.
+
+  Fields that only choose what part of the job to run (``loso.fold``) may differ.
+  """
+  cfg = json.loads(ctx.config.to_json_best_effort(sort_keys=True))
+  cfg.get("loso", {}).pop("fold", None)
+  path = ctx.path("config.json")
+  if path.exists():
+    old = json.loads(path.read_text())
+    if old != cfg:
+      diff = sorted(_diff(old, cfg))
+      raise ConfigMismatch(
+          f"{ctx.workdir} was made with a different config (differs at {', '.join(diff)}); "
+          "use a new --workdir, or delete the old one to start over")
+  else:
+    write_json_atomic(path, cfg)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = []
+    for key in set(a) | set(b):
+      out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    return out
+  return [] if a == b else [prefix.rstrip(".")]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+        fold: int | None = None) -> dict[str, Any]:
+  """Runs (or resumes) the job. ``fold`` runs only that fold's training (cluster arrays).
+
+  Returns ``{"done": [...], "skipped": [...]}`` listing stage names.
+  """
+  ctx = Context(config, pathlib.Path(workdir))
+  ctx.workdir.mkdir(parents=True, exist_ok=True)
+  check_config(ctx)
+  if fold is None and config.loso.fold >= 0:
+    fold = config.loso.fold
+  done, skipped = [], []
+  for stage in stages.STAGES:
+    if fold is not None and stage.name in stages.AFTER_TRAINING:
+      logging.info("single-fold run (fold %d): leaving %s to the run over all folds",
+                   fold, stage.name)
+      continue
+    names = ([f"{stage.name}_fold{k:03d}" for k in _folds(ctx, fold)] if stage.per_fold
+             else [stage.name])
+    for name in names:
+      if marker(ctx, name).exists():
+        logging.info("stage %s: complete, skipped", name)
+        skipped.append(name)
+        continue
+      logging.info("stage %s: running", name)
+      ctx.state["stage"] = name
+      start = time.time()
+      record = stage.run(ctx) or {}
+      record.update(stage=name, seconds=round(time.time() - start, 2),
+                    finished=datetime.datetime.now(datetime.timezone.utc).isoformat())
+      write_json_atomic(marker(ctx, name), record)
+      logging.info("stage %s: done in %.1f s", name, record["seconds"])
+      done.append(name)
+  return {"done": done, "skipped": skipped}
+
+
+def _folds(ctx: Context, fold: int | None) -> list[int]:
+  subjects = stages.fold_subjects(ctx)
+  if fold is None:
+    return list(range(len(subjects)))
+  if not 0 <= fold < len(subjects):
+    raise ValueError(f"fold {fold} does not exist: this dataset has {len(subjects)} LOSO folds "
+                     f"(0..{len(subjects) - 1})")
+  return [fold]

@@ -1,0 +1,123 @@
+"""The stages of a run, in order. See ``fes_jax.pipeline`` for how they are sequenced.
+
+Implemented: ``prepare_data`` (generate the synthetic dataset when the config asks for it,
+read and validate the annotations and frames, write ``<workdir>/data_summary.json``).
+``preprocess``, ``train``, ``evaluate``, ``aggregate`` and ``report`` arrive with later issues
+and stop the run with :class:`StageNotImplemented` when reached.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from absl import logging
+
+from fes_jax.context import Context, Stage, StageNotImplemented, write_json_atomic
+from fes_jax.data import readers
+from fes_jax.data.policies import Policies
+from fes_jax.data.summary import summarize
+from fes_jax.data.types import Dataset
+
+# Names of the files the synthetic generator writes (CAS(ME)^2 layout).
+SYNTHETIC_ANNOTATIONS = "CAS(ME)^2code_final.xlsx"
+SYNTHETIC_FRAMES = "rawpic"
+SYNTHETIC_FRAME_COUNTS = "video_frame_counts.txt"
+
+
+def data_paths(ctx: Context) -> dict[str, pathlib.Path | None]:
+  """Annotation file, frame root and frame-count file the config points at.
+
+  With ``dataset.name == 'synthetic'`` and no ``dataset.annotations``, the synthetic dataset
+  lives in ``<workdir>/data``.
+  """
+  d = ctx.config.dataset
+  if d.name == "synthetic" and not d.annotations:
+    root = ctx.path("data")
+    return {"root": root, "annotations": root / SYNTHETIC_ANNOTATIONS,
+            "frames_root": root / SYNTHETIC_FRAMES,
+            "frame_counts": root / SYNTHETIC_FRAME_COUNTS}
+  if not d.annotations:
+    raise ValueError(f"dataset {d.name!r} needs --config.dataset.annotations=PATH "
+                     "(its annotation file); see WORKSPACE.md")
+
+  def opt(p: str) -> pathlib.Path | None:
+    return pathlib.Path(p).expanduser() if p else None
+
+  return {"root": None, "annotations": opt(d.annotations), "frames_root": opt(d.frames_root),
+          "frame_counts": opt(d.frame_counts)}
+
+
+def load_dataset(ctx: Context) -> Dataset:
+  """Reads the configured dataset once per run (cached in ``ctx.state``)."""
+  if "dataset" not in ctx.state:
+    d = ctx.config.dataset
+    paths = data_paths(ctx)
+    options: dict[str, Any] = {}
+    if d.format == "casme3":
+      options["type_when_missing"] = d.type_when_missing
+    ctx.state["dataset"] = readers.read_annotations(
+        d.format, paths["annotations"], policies=Policies.from_config(d.policies),
+        frames_root=paths["frames_root"], frame_counts=paths["frame_counts"], **options)
+  return ctx.state["dataset"]
+
+
+def fold_subjects(ctx: Context) -> list[str]:
+  """The held-out subject of every LOSO fold, in fold order (sorted subject names)."""
+  subjects = sorted(load_dataset(ctx).subjects)
+  wanted = [s.strip() for s in ctx.config.loso.subjects.split(",") if s.strip()]
+  unknown = sorted(set(wanted) - set(subjects))
+  if unknown:
+    raise ValueError(f"loso.subjects names unknown subjects {unknown}; known: {subjects}")
+  return [s for s in subjects if not wanted or s in wanted]
+
+
+def prepare_data(ctx: Context) -> dict[str, Any]:
+  """Generates the synthetic data when asked, then reads and validates the dataset."""
+  d = ctx.config.dataset
+  paths = data_paths(ctx)
+  record: dict[str, Any] = {"paths": {k: str(v) if v else None for k, v in paths.items()}}
+  if paths["root"] is not None:
+    from fes_jax.synthetic import generate  # pylint: disable=import-outside-toplevel
+
+    logging.info("generating the synthetic dataset (preset %s, seed %d) into %s",
+                 d.synthetic.preset, d.synthetic.seed, paths["root"])
+    generate.generate_dataset(paths["root"], preset=d.synthetic.preset, seed=d.synthetic.seed,
+                              workers=d.synthetic.workers)
+  dataset = load_dataset(ctx)
+  missing = [v.name for v in dataset.videos() if paths["frames_root"] and v.frames is None]
+  if missing:
+    raise ValueError(f"videos without frames under {paths['frames_root']}: {missing}")
+  summary = summarize(dataset)
+  summary["folds"] = fold_subjects(ctx)
+  write_json_atomic(ctx.path("data_summary.json"), summary)
+  logging.info("dataset %s: %d subjects, %d videos, %d MaE, %d ME", dataset.name,
+               summary["subjects"], summary["videos"], summary["mae"], summary["me"])
+  record["summary"] = "data_summary.json"
+  return record
+
+
+def _not_yet(stage: str, detail: str):
+  def run(ctx: Context) -> dict[str, Any]:
+    del ctx
+    raise StageNotImplemented(stage, detail)
+
+  return run
+
+
+STAGES = (
+    Stage("prepare_data", prepare_data),
+    Stage("preprocess", _not_yet(
+        "preprocess", "SW-MRO optical-flow features and sharded TFRecords arrive with the "
+        "issue 'SW-MRO preprocessing to sharded TFRecords'")),
+    Stage("train", _not_yet(
+        "train", "the Flax models and the sharded trainer arrive with the issue 'SpotFormer, "
+        "its variants and SpoT-GCN in Flax'"), per_fold=True),
+    Stage("evaluate", _not_yet(
+        "evaluate", "post-processing and MEGC evaluation arrive with the issue "
+        "'LOSO spotting end to end'")),
+    Stage("aggregate", _not_yet("aggregate", "arrives with the issue 'LOSO spotting end to end'")),
+    Stage("report", _not_yet("report", "arrives with the issue 'LOSO spotting end to end'")),
+)
+# Stages that need every fold: a single-fold run (cluster job array) stops before them.
+AFTER_TRAINING = ("evaluate", "aggregate", "report")
