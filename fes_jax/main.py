@@ -12,6 +12,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from fes_jax import pipeline
+from fes_jax.data.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/spotformer_synthetic.py[:preset=tiny].",
@@ -35,8 +36,9 @@ def main(argv):
     print(f"\nfes_jax stopped: {e}.\nThe stages before it are complete and stay in "
           f"{_WORKDIR.value}; nothing was written for this stage.", file=sys.stderr)
     return EXIT_NOT_IMPLEMENTED
-  except pipeline.ConfigMismatch as e:
-    print(f"fes_jax: {e}", file=sys.stderr)
+  except (pipeline.ConfigMismatch, DataError, ValueError) as e:
+    # Bad input or config: the message names the file / sheet / row / field or the option.
+    print(f"fes_jax: error: {e}", file=sys.stderr)
     return 2
   print(f"fes_jax: done {result['done']}, already complete {result['skipped']}")
   return 0

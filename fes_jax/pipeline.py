@@ -91,6 +91,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
       write_json_atomic(marker(ctx, name), record)
       logging.info("stage %s: done in %.1f s", name, record["seconds"])
       done.append(name)
+    if stage.name == "prepare_data" and fold is not None:
+      _folds(ctx, fold)  # a fold that does not exist fails before any more work
   return {"done": done, "skipped": skipped}
 
 

@@ -350,7 +350,7 @@ def _nested(dataset: Dataset, p: Policies) -> None:
     ivs = video.intervals
     for i, a in enumerate(ivs):
       for j, b in enumerate(ivs):
-        if i != j and a.contains(b) and (_key(a) != _key(b) or i < j):
+        if i != j and a.contains(b) and _key(a) != _key(b):  # equal ones: duplicates
           outer.add(i)
           inner.add(j)
     if inner:

@@ -1,0 +1,157 @@
+"""The entry point and the resumable stage sequence."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fes_jax import config_lib, pipeline, stages
+from fes_jax.context import Stage, StageNotImplemented
+
+from conftest import ROOT
+import fixtures
+
+
+def _main(workdir, paths, *extra, config="configs/spotformer_casme2.py"):
+  cmd = [sys.executable, "-m", "fes_jax.main", f"--config={ROOT / config}",
+         f"--workdir={workdir}",
+         f"--config.dataset.annotations={paths['annotations']}",
+         f"--config.dataset.frames_root={paths['frames_root']}",
+         f"--config.dataset.frame_counts={paths['frame_counts']}", *extra]
+  return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+
+def test_parse_arg():
+  args = config_lib.parse_arg("preset=tiny,seed=3,fast", preset="default", seed=0, fast=False,
+                              lr=0.1)
+  assert (args.preset, args.seed, args.fast, args.lr) == ("tiny", 3, True, 0.1)
+  with pytest.raises(ValueError, match="unknown config argument 'bogus'"):
+    config_lib.parse_arg("bogus=1", preset="x")
+
+
+def test_every_config_loads_and_names_all_sections():
+  from ml_collections import config_flags  # pylint: disable=unused-import
+  import importlib.util
+
+  for path in sorted((ROOT / "configs").glob("*.py")):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.__doc__ and "python -m fes_jax.main" in module.__doc__, path
+    cfg = module.get_config()
+    assert {"dataset", "preprocess", "model", "train", "eval", "loso"} <= set(cfg), path
+
+
+def test_main_prepares_data_then_stops_at_preprocess_and_resumes(tmp_path):
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=60)
+  workdir = tmp_path / "work"
+  run = _main(workdir, paths)
+  assert run.returncode == 3, run.stderr
+  assert "stage 'preprocess' is not implemented yet" in run.stderr
+  summary = json.loads((workdir / "data_summary.json").read_text())
+  assert (summary["subjects"], summary["videos"], summary["mae"], summary["me"]) == (2, 3, 2, 2)
+  assert summary["folds"] == ["s15", "s16"]
+  assert (workdir / "stages/prepare_data.json").exists()
+  assert not (workdir / "stages/preprocess.json").exists()
+  assert json.loads((workdir / "config.json").read_text())["dataset"]["name"] == "casme2"
+
+  again = _main(workdir, paths)
+  assert again.returncode == 3
+  assert "stage prepare_data: complete, skipped" in again.stderr
+
+  changed = _main(workdir, paths, "--config.dataset.policies.missing_offset=drop")
+  assert changed.returncode == 2
+  assert "differs at dataset.policies.missing_offset" in changed.stderr
+
+  # Choosing a fold is not a config change; a fold that does not exist is an error.
+  assert _main(workdir, paths, "--fold=1").returncode == 3
+  bad = _main(workdir, paths, "--config.loso.fold=5")
+  assert bad.returncode != 0 and "fold 5 does not exist" in bad.stderr
+
+
+def test_locked_config_rejects_unknown_fields(tmp_path):
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=5)
+  run = _main(tmp_path / "w", paths, "--config.dataset.no_such_field=1")
+  assert run.returncode != 0 and "no_such_field" in run.stderr
+
+
+def test_bad_annotation_file_stops_with_a_clear_error_and_no_marker(tmp_path):
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=5)
+  rows = fixtures.casme2_rows()
+  rows[2] = (1, "happy1_1", 20, 25, 12, 12, "positive", "micro-expression", "happiness")
+  fixtures.write_casme2_xlsx(paths["annotations"], rows)
+  run = _main(tmp_path / "w", paths)
+  assert run.returncode != 0
+  assert "row 3, field 'offset': onset 20 is after offset 12" in run.stderr
+  assert not (tmp_path / "w/stages/prepare_data.json").exists()
+
+
+def _fake_stages(log, fail_at=None):
+  def make(name):
+    def run(ctx):
+      log.append(ctx.state["stage"])
+      if ctx.state["stage"] == fail_at:
+        raise RuntimeError("killed")
+      return {"made": ctx.state["stage"]}
+
+    return run
+
+  return (Stage("prepare_data", stages.prepare_data),
+          Stage("train", make("train"), per_fold=True),
+          Stage("evaluate", make("evaluate")),
+          Stage("report", make("report")))
+
+
+def _config(paths):
+  cfg = config_lib.ml_collections.ConfigDict()
+  cfg.dataset = config_lib.dataset_config(
+      "casme2", annotations=str(paths["annotations"]), frames_root=str(paths["frames_root"]),
+      frame_counts=str(paths["frame_counts"]))
+  cfg.loso = config_lib.loso_config()
+  return cfg
+
+
+def test_stage_sequence_folds_and_resume(tmp_path, monkeypatch):
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=5)
+  log = []
+  monkeypatch.setattr(stages, "STAGES", _fake_stages(log, fail_at="train_fold001"))
+  work = tmp_path / "w"
+  with pytest.raises(RuntimeError, match="killed"):
+    pipeline.run(_config(paths), work)
+  assert log == ["train_fold000", "train_fold001"]
+  assert (work / "stages/train_fold000.json").exists()
+  assert not (work / "stages/train_fold001.json").exists()  # nothing half-written
+
+  # One fold alone (a cluster array task) does not run the all-folds stages.
+  monkeypatch.setattr(stages, "STAGES", _fake_stages(log))
+  log.clear()
+  result = pipeline.run(_config(paths), work, fold=1)
+  assert log == ["train_fold001"] and result["skipped"] == ["prepare_data"]
+  # The full run resumes: every fold is complete, the rest runs.
+  log.clear()
+  result = pipeline.run(_config(paths), work)
+  assert log == ["evaluate", "report"]
+  assert result["skipped"] == ["prepare_data", "train_fold000", "train_fold001"]
+  with pytest.raises(ValueError, match=r"fold 2 does not exist: this dataset has 2 LOSO folds"):
+    pipeline.run(_config(paths), work, fold=2)
+
+
+def test_loso_subject_subset(tmp_path, monkeypatch):
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=5)
+  log = []
+  monkeypatch.setattr(stages, "STAGES", _fake_stages(log))
+  cfg = _config(paths)
+  cfg.loso.subjects = "s16"
+  pipeline.run(cfg, tmp_path / "w")
+  assert log == ["train_fold000", "evaluate", "report"]
+  cfg.loso.subjects = "s99"
+  with pytest.raises(ValueError, match=r"unknown subjects \['s99'\]"):
+    pipeline.run(cfg, tmp_path / "w2")
+
+
+def test_not_implemented_stage_is_an_exception():
+  ctx = pipeline.Context(config_lib.ml_collections.ConfigDict(), ROOT)
+  preprocess = next(s for s in stages.STAGES if s.name == "preprocess")
+  with pytest.raises(StageNotImplemented, match="SW-MRO"):
+    preprocess.run(ctx)
