@@ -86,20 +86,26 @@ def loso_config() -> ml_collections.ConfigDict:
   })
 
 
-def preprocess_config() -> ml_collections.ConfigDict:
-  """SW-MRO features (SpotFormer section 3.1; ../shared/reference/spotformer.md section 1).
-
-  Consumed by the preprocess stage (issue 'SW-MRO preprocessing to sharded TFRecords').
-  """
-  return ml_collections.ConfigDict({
-      "method": "sw_mro",  # or 'adjacent' (flow between adjacent frames, paper Table III)
+def preprocess_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """SW-MRO features (SpotFormer section 3.1; ../shared/reference/spotformer.md section 1)
+  and the segment TFRecords. See fes_jax/preprocess/sw_mro.py for every option."""
+  cfg = ml_collections.ConfigDict({
       "window": 17,  # w; the paper's ablation: 9, 11, 15, 17, 19, 21, 25
       "face_size": 320,
-      "landmarks": "dlib",  # or 'file' (ground-truth / OpenFace landmarks)
-      "roi_flow": "mdmo",  # 'mdmo' (paper), 'top_magnitude' (Zhao), 'four_bin' (AUW-GCN)
-      "segment_length": 16,  # windows per training segment
-      "workers": 2,
+      "face_box": "casme2",  # Zhao's 8d box; 'samm' for the 9d box
+      "roi_set": "nodes10",  # SpotFormer's 10 graph nodes; 'zhao15' adds nose sides, eyelids
+      "reduction": "mdmo",  # paper; 'top_magnitude' (Zhao), 'four_bin' (AUW-GCN)
+      "head_motion": "paper",  # nose-box mean shift; 'zhao' (iterative + subtract), 'none'
+      "temporal": "sw_mro",  # or 'adjacent': flow between adjacent frames (Table III baseline)
+      # 'dlib' (detect, track, re-detect) or 'file': <landmarks_root>/<frame folder>.npy|.csv
+      # (the synthetic ground truth, or your own / OpenFace landmarks).
+      "landmarks": "dlib",
+      "landmarks_root": "",
+      "segment_length": 16,  # windows per TFRecord example (the reference's segments)
+      "workers": 2,  # processes, one video each
   })
+  cfg.update(overrides)
+  return cfg
 
 
 def spotformer_model_config() -> ml_collections.ConfigDict:

@@ -1,9 +1,10 @@
 """The stages of a run, in order. See ``fes_jax.pipeline`` for how they are sequenced.
 
 Implemented: ``prepare_data`` (generate the synthetic dataset when the config asks for it,
-read and validate the annotations and frames, write ``<workdir>/data_summary.json``).
-``preprocess``, ``train``, ``evaluate``, ``aggregate`` and ``report`` arrive with later issues
-and stop the run with :class:`StageNotImplemented` when reached.
+read and validate the annotations and frames, write ``<workdir>/data_summary.json``) and
+``preprocess`` (landmarks, SW-MRO features per video, per-subject segment TFRecords).
+``train``, ``evaluate``, ``aggregate`` and ``report`` arrive with later issues and stop the
+run with :class:`StageNotImplemented` when reached.
 """
 
 from __future__ import annotations
@@ -97,6 +98,53 @@ def prepare_data(ctx: Context) -> dict[str, Any]:
   return record
 
 
+def sw_mro_config(ctx: Context):
+  """The SwMroConfig the preprocess section describes."""
+  from fes_jax.preprocess.sw_mro import SwMroConfig  # pylint: disable=import-outside-toplevel
+
+  p = ctx.config.preprocess
+  return SwMroConfig(window=p.window, face_size=p.face_size, face_box=p.face_box,
+                     roi_set=p.roi_set, reduction=p.reduction, head_motion=p.head_motion,
+                     temporal=p.temporal)
+
+
+def landmark_settings(ctx: Context) -> tuple[str, str | None]:
+  """(mode, root): synthetic data defaults to its ground-truth landmarks folder."""
+  p = ctx.config.preprocess
+  root = p.landmarks_root or None
+  paths = data_paths(ctx)
+  if p.landmarks == "file" and root is None and paths["root"] is not None:
+    root = str(paths["root"] / "landmarks")
+  return p.landmarks, root
+
+
+def preprocess(ctx: Context) -> dict[str, Any]:
+  """Landmarks and SW-MRO features per video, then the per-subject segment TFRecords."""
+  from fes_jax.data import tfrecords  # pylint: disable=import-outside-toplevel
+  from fes_jax.preprocess import extract  # pylint: disable=import-outside-toplevel
+
+  dataset = load_dataset(ctx)
+  cfg = sw_mro_config(ctx)
+  mode, root = landmark_settings(ctx)
+  frames_root = data_paths(ctx)["frames_root"]
+  features_dir = ctx.path("features")
+  result = extract.extract_dataset(dataset, cfg, features_dir, landmarks=mode,
+                                   landmarks_root=root,
+                                   frames_root=str(frames_root) if frames_root else None,
+                                   workers=ctx.config.preprocess.workers)
+  missing = {r["video"]: r["landmarks"]["missing"] for r in result["reports"]
+             if r["landmarks"]["missing"]}
+  if missing:
+    logging.warning("frames without a face (landmarks carried over): %s", missing)
+  builder = tfrecords.build(dataset, features_dir, ctx.path("tfrecords"),
+                            segment_length=ctx.config.preprocess.segment_length,
+                            tag=extract.settings_hash(cfg, mode))
+  report = {k: v for k, v in result.items() if k != "reports"}
+  report.update(frames_without_face_per_video=missing, tfrecords=str(builder.data_dir))
+  write_json_atomic(ctx.path("features", "report.json"), result)
+  return report
+
+
 def _not_yet(stage: str, detail: str):
   def run(ctx: Context) -> dict[str, Any]:
     del ctx
@@ -107,9 +155,7 @@ def _not_yet(stage: str, detail: str):
 
 STAGES = (
     Stage("prepare_data", prepare_data),
-    Stage("preprocess", _not_yet(
-        "preprocess", "SW-MRO optical-flow features and sharded TFRecords arrive with the "
-        "issue 'SW-MRO preprocessing to sharded TFRecords'")),
+    Stage("preprocess", preprocess),
     Stage("train", _not_yet(
         "train", "the Flax models and the sharded trainer arrive with the issue 'SpotFormer, "
         "its variants and SpoT-GCN in Flax'"), per_fold=True),

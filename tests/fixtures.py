@@ -6,6 +6,40 @@ import pathlib
 
 import numpy as np
 
+# A plausible 68-point layout (dlib order) for a face whose inner eye corners are 80 px apart,
+# centred at (320, 200) in a 640 x 480 frame: dlib's landmarks of scikit-image's astronaut,
+# scaled (values rounded; only the geometry matters here).
+LM = np.array([
+    [-98, -8], [-97, 18], [-94, 44], [-88, 70], [-76, 95], [-56, 115], [-34, 130], [-8, 141],
+    [21, 143], [48, 137], [71, 122], [90, 102], [102, 78], [108, 51], [110, 23], [110, -5],
+    [108, -32], [-87, -52], [-73, -67], [-53, -72], [-32, -69], [-12, -61], [25, -63],
+    [46, -72], [67, -74], [88, -68], [101, -53], [6, -32], [6, -12], [5, 7], [5, 27],
+    [-18, 39], [-6, 43], [7, 46], [19, 43], [30, 38], [-67, -29], [-55, -37], [-41, -37],
+    [-28, -28], [-41, -24], [-55, -24], [41, -28], [53, -37], [67, -37], [80, -29],
+    [68, -23], [54, -23], [-40, 79], [-23, 70], [-7, 64], [6, 67], [19, 64], [36, 70],
+    [53, 79], [37, 93], [20, 100], [6, 102], [-8, 100], [-24, 93], [-33, 79], [-7, 75],
+    [6, 76], [19, 75], [46, 79], [19, 85], [6, 87], [-7, 85]], np.float64)
+LM[:, 0] = (LM[:, 0] - (LM[39, 0] + LM[42, 0]) / 2) * 80 / (LM[42, 0] - LM[39, 0]) + 320
+LM[:, 1] = LM[:, 1] - (LM[39, 1] + LM[42, 1]) / 2 + 200
+
+
+def texture(seed=0):
+  import cv2
+
+  rng = np.random.default_rng(seed)
+  tex = cv2.GaussianBlur(rng.uniform(0, 255, (480, 640)).astype(np.float32), (0, 0), 2.0)
+  return cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def shift(image, tx, ty):
+  import cv2
+
+  m = np.float32([[1, 0, tx], [0, 1, ty]])
+  return cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REFLECT)
+
+
+
 CASME2_CODES = (("0401", "anger1"), ("0502", "happy1"))
 
 
@@ -52,18 +86,39 @@ def write_frames(folder: pathlib.Path, numbers, *, pattern="img{}.jpg", size=(24
   return folder
 
 
-def write_casme2_dataset(root: pathlib.Path, num_frames: int = 60) -> dict[str, pathlib.Path]:
-  """A complete tiny CAS(ME)^2-layout dataset: xlsx, rawpic folders, frame counts."""
+def write_face_video(folder: pathlib.Path, landmarks_file: pathlib.Path, num_frames: int,
+                     *, seed: int = 0, drift=(0.05, -0.03)) -> None:
+  """A textured 640 x 480 'face' video drifting slowly, and its (N, 68, 2) landmark file."""
+  import cv2
+
+  folder.mkdir(parents=True, exist_ok=True)
+  tex = texture(seed)
+  for k in range(num_frames):
+    assert cv2.imwrite(str(folder / f"img{k + 1}.jpg"), shift(tex, drift[0] * k, drift[1] * k),
+                       [cv2.IMWRITE_JPEG_QUALITY, 95])
+  landmarks_file.parent.mkdir(parents=True, exist_ok=True)
+  np.save(landmarks_file, np.stack([LM + [drift[0] * k, drift[1] * k]
+                                    for k in range(num_frames)]).astype(np.float32))
+
+
+def write_casme2_dataset(root: pathlib.Path, num_frames: int = 60,
+                         faces: bool = False) -> dict[str, pathlib.Path]:
+  """A complete tiny CAS(ME)^2-layout dataset: xlsx, rawpic folders, frame counts; with
+  ``faces``, textured frames and ground-truth landmark files under ``root/landmarks``."""
   root.mkdir(parents=True, exist_ok=True)
   xlsx = write_casme2_xlsx(root / "CAS(ME)^2code_final.xlsx", casme2_rows())
   raw = root / "rawpic"
-  for folder in ("s15/15_0401girlcrashing", "s15/15_0502funnyerrors",
-                 "s16/16_0401girlcrashing"):
-    write_frames(raw / folder, range(1, num_frames + 1))
+  for i, folder in enumerate(("s15/15_0401girlcrashing", "s15/15_0502funnyerrors",
+                              "s16/16_0401girlcrashing")):
+    if faces:
+      write_face_video(raw / folder, root / "landmarks" / f"{folder}.npy", num_frames, seed=i)
+    else:
+      write_frames(raw / folder, range(1, num_frames + 1))
   counts = root / "video_frame_counts.txt"
   counts.write_text("".join(f"{v} {num_frames}\n" for v in ("s15_0401", "s15_0502",
                                                              "s16_0401")))
-  return {"annotations": xlsx, "frames_root": raw, "frame_counts": counts}
+  return {"annotations": xlsx, "frames_root": raw, "frame_counts": counts,
+          "landmarks_root": root / "landmarks"}
 
 
 def write_samm_xlsx(path: pathlib.Path, rows, *, header=None) -> pathlib.Path:

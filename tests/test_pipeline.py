@@ -43,31 +43,65 @@ def test_every_config_loads_and_names_all_sections():
     assert {"dataset", "preprocess", "model", "train", "eval", "loso"} <= set(cfg), path
 
 
-def test_main_prepares_data_then_stops_at_preprocess_and_resumes(tmp_path):
-  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=60)
+def _preprocess_flags(paths):
+  return ["--config.preprocess.landmarks=file",
+          f"--config.preprocess.landmarks_root={paths['landmarks_root']}",
+          "--config.preprocess.window=5", "--config.preprocess.workers=1"]
+
+
+def test_main_prepares_preprocesses_then_stops_at_train_and_resumes(tmp_path):
+  import numpy as np
+
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=24, faces=True)
   workdir = tmp_path / "work"
-  run = _main(workdir, paths)
+  run = _main(workdir, paths, *_preprocess_flags(paths))
   assert run.returncode == 3, run.stderr
-  assert "stage 'preprocess' is not implemented yet" in run.stderr
+  assert "stage 'train' is not implemented yet" in run.stderr
   summary = json.loads((workdir / "data_summary.json").read_text())
-  assert (summary["subjects"], summary["videos"], summary["mae"], summary["me"]) == (2, 3, 2, 2)
+  # 24-frame videos: anger1_2 (frames 50-55) is dropped, two offsets are clipped.
+  assert (summary["subjects"], summary["videos"], summary["mae"], summary["me"]) == (2, 3, 1, 2)
+  assert summary["quirks"]["beyond_end"] == 3 and summary["quirks"]["dropped"] == 1
   assert summary["folds"] == ["s15", "s16"]
   assert (workdir / "stages/prepare_data.json").exists()
-  assert not (workdir / "stages/preprocess.json").exists()
+  assert (workdir / "stages/preprocess.json").exists()
+  assert not list((workdir / "stages").glob("train*"))
+  with np.load(workdir / "features/videos/s15_0401.npz") as f:
+    assert f["features"].shape == (24, 5, 10, 2)
+    np.testing.assert_array_equal(f["frame_numbers"], np.arange(1, 25))
+  index = json.loads((workdir / "features/videos/index.json").read_text())
+  assert sorted(index) == ["s15_0401", "s15_0502", "s16_0401"]
+  assert list((workdir / "tfrecords").rglob("*.tfrecord-*"))
   assert json.loads((workdir / "config.json").read_text())["dataset"]["name"] == "casme2"
 
-  again = _main(workdir, paths)
+  again = _main(workdir, paths, *_preprocess_flags(paths))
   assert again.returncode == 3
   assert "stage prepare_data: complete, skipped" in again.stderr
+  assert "stage preprocess: complete, skipped" in again.stderr
 
-  changed = _main(workdir, paths, "--config.dataset.policies.missing_offset=drop")
+  changed = _main(workdir, paths, *_preprocess_flags(paths),
+                  "--config.dataset.policies.missing_offset=drop")
   assert changed.returncode == 2
   assert "differs at dataset.policies.missing_offset" in changed.stderr
 
   # Choosing a fold is not a config change; a fold that does not exist is an error.
-  assert _main(workdir, paths, "--fold=1").returncode == 3
-  bad = _main(workdir, paths, "--config.loso.fold=5")
+  assert _main(workdir, paths, *_preprocess_flags(paths), "--fold=1").returncode == 3
+  bad = _main(workdir, paths, *_preprocess_flags(paths), "--config.loso.fold=5")
   assert bad.returncode != 0 and "fold 5 does not exist" in bad.stderr
+
+
+def test_preprocess_resumes_per_video(tmp_path):
+  """A run killed mid-way keeps the finished videos; the next run computes only the rest."""
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=12, faces=True)
+  workdir = tmp_path / "work"
+  assert _main(workdir, paths, *_preprocess_flags(paths)).returncode == 3
+  videos = workdir / "features/videos"
+  stamp = (videos / "s15_0401.npz").stat().st_mtime_ns
+  (videos / "s16_0401.json").unlink()  # as if killed before this video finished
+  (workdir / "stages/preprocess.json").unlink()
+  assert _main(workdir, paths, *_preprocess_flags(paths)).returncode == 3
+  assert (videos / "s15_0401.npz").stat().st_mtime_ns == stamp  # not recomputed
+  report = json.loads((workdir / "features/report.json").read_text())
+  assert report["computed"] == 1 and report["videos"] == 3
 
 
 def test_locked_config_rejects_unknown_fields(tmp_path):
@@ -152,6 +186,6 @@ def test_loso_subject_subset(tmp_path, monkeypatch):
 
 def test_not_implemented_stage_is_an_exception():
   ctx = pipeline.Context(config_lib.ml_collections.ConfigDict(), ROOT)
-  preprocess = next(s for s in stages.STAGES if s.name == "preprocess")
-  with pytest.raises(StageNotImplemented, match="SW-MRO"):
-    preprocess.run(ctx)
+  train = next(s for s in stages.STAGES if s.name == "train")
+  with pytest.raises(StageNotImplemented, match="Flax models"):
+    train.run(ctx)

@@ -7,38 +7,7 @@ from fes_jax.preprocess import flow as flow_lib
 from fes_jax.preprocess import rois as rois_lib
 from fes_jax.preprocess import sw_mro
 
-# A plausible 68-point layout (dlib order) for a face whose inner eye corners are 80 px apart,
-# centred at (320, 200) in a 640 x 480 frame: dlib's landmarks of scikit-image's astronaut,
-# scaled (values rounded; only the geometry matters here).
-_LM = np.array([
-    [-98, -8], [-97, 18], [-94, 44], [-88, 70], [-76, 95], [-56, 115], [-34, 130], [-8, 141],
-    [21, 143], [48, 137], [71, 122], [90, 102], [102, 78], [108, 51], [110, 23], [110, -5],
-    [108, -32], [-87, -52], [-73, -67], [-53, -72], [-32, -69], [-12, -61], [25, -63],
-    [46, -72], [67, -74], [88, -68], [101, -53], [6, -32], [6, -12], [5, 7], [5, 27],
-    [-18, 39], [-6, 43], [7, 46], [19, 43], [30, 38], [-67, -29], [-55, -37], [-41, -37],
-    [-28, -28], [-41, -24], [-55, -24], [41, -28], [53, -37], [67, -37], [80, -29],
-    [68, -23], [54, -23], [-40, 79], [-23, 70], [-7, 64], [6, 67], [19, 64], [36, 70],
-    [53, 79], [37, 93], [20, 100], [6, 102], [-8, 100], [-24, 93], [-33, 79], [-7, 75],
-    [6, 76], [19, 75], [46, 79], [19, 85], [6, 87], [-7, 85]], np.float64)
-_LM[:, 0] = (_LM[:, 0] - (_LM[39, 0] + _LM[42, 0]) / 2) * 80 / (_LM[42, 0] - _LM[39, 0]) + 320
-_LM[:, 1] = _LM[:, 1] - (_LM[39, 1] + _LM[42, 1]) / 2 + 200
-
-
-def _texture(seed=0):
-  import cv2
-
-  rng = np.random.default_rng(seed)
-  tex = cv2.GaussianBlur(rng.uniform(0, 255, (480, 640)).astype(np.float32), (0, 0), 2.0)
-  return cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-
-
-def _shift(image, tx, ty):
-  import cv2
-
-  m = np.float32([[1, 0, tx], [0, 1, ty]])
-  return cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REFLECT)
-
+from fixtures import LM as _LM, shift as _shift, texture as _texture
 
 def test_reductions_on_hand_made_vectors():
   v = np.array([[1.0, 0.1], [2.0, 0.0], [1.5, -0.1], [0.0, 3.0], [-1.0, 0.0]])
