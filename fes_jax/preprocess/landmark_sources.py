@@ -45,8 +45,8 @@ def _bbox(pts: np.ndarray) -> np.ndarray:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-  ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-  iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+  ix = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+  iy = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
   inter = ix * iy
   union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
   return inter / union if union > 0 else 0.0
