@@ -1,0 +1,119 @@
+"""CAS(ME)^2 interval statistics, frozen as numbers for the synthetic generator.
+
+How these were derived: ``derive(xlsx, frame_counts)`` below was run once on the official
+``CAS(ME)^2code_final.xlsx`` (sheet ``CASFEcode_final``, 357 rows = 300 MaE + 57 ME) and
+``video_frame_counts.txt`` (98 raw videos) from ``../shared/annotations/casme2``, and its
+output, formatted by ``format_frozen``, pasted into ``_frozen.py``.
+``tests/test_synthetic.py`` re-derives and compares whenever that folder exists. Definitions:
+
+* durations: ``offset - onset + 1`` over rows with a non-zero offset (256 MaE, 57 ME). This
+  gives MaE 4-118 frames, median 35.5, and ME 9-17, median 14. (The often quoted MaE median
+  of 31 is what one gets with the ``offset := apex`` policy on the 44 rows whose offset is
+  missing.) The single 4-frame MaE is a coding error (offset before apex), kept as written.
+* apex fraction: ``(apex - onset) / (offset - onset)`` clipped to [0, 1], as 11 deciles.
+* AU / estimated-emotion pairs: counts of (AU string as written, estimated emotion) per type.
+* self-reported emotion: counts per (type, estimated emotion), spelled as in the file.
+* videos: every raw video ``(subject folder, code, frames, #MaE, #ME)``; 3 have no interval.
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from fes_jax.synthetic import _frozen
+
+FPS = 30.0
+TYPES = ("mae", "me")
+_TYPE_OF = {"macro-expression": "mae", "micro-expression": "me"}
+
+
+def _parse_counts(text: str) -> dict[str, int]:
+  """``'a:3 b:1'`` -> ``{'a': 3, 'b': 1}`` (keys may contain ':' except the last one)."""
+  out = {}
+  for tok in text.split():
+    key, n = tok.rsplit(":", 1)
+    out[key] = int(n)
+  return out
+
+
+def _format_counts(counts: dict[str, int]) -> str:
+  items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+  return " ".join(f"{k}:{n}" for k, n in items)
+
+
+def frozen() -> dict[str, Any]:
+  """The frozen statistics as plain containers (same structure as ``derive``)."""
+  return {
+      "durations": {t: {int(k): n for k, n in _parse_counts(_frozen.DURATIONS[t]).items()}
+                    for t in TYPES},
+      "apex_fraction_deciles": {t: list(_frozen.APEX_DECILES[t]) for t in TYPES},
+      "au_emotion": {t: _parse_counts(_frozen.AU_EMOTION[t]) for t in TYPES},
+      "self_emotion": {k: _parse_counts(v) for k, v in _frozen.SELF_EMOTION.items()},
+      "videos": [(s, c, int(n), int(a), int(b)) for s, c, n, a, b in
+                 (line.split() for line in _frozen.VIDEOS.strip().splitlines()
+                  for line in line.split(";") if line.strip())],
+  }
+
+
+def derive(xlsx: str | pathlib.Path, frame_counts: str | pathlib.Path) -> dict[str, Any]:
+  """Recomputes the statistics from the official CAS(ME)^2 files (see module docstring)."""
+  import openpyxl  # pylint: disable=g-import-not-at-top
+
+  wb = openpyxl.load_workbook(xlsx, read_only=True)
+  rows = [r for r in wb["CASFEcode_final"].iter_rows(values_only=True) if r[0] is not None]
+  folders = {int(r[2]): str(r[1]) for r in wb["naming rule1"].iter_rows(values_only=True)}
+  codes = {str(r[1]): f"{int(r[0]):04d}" for r in wb["naming rule2"].iter_rows(values_only=True)}
+  wb.close()
+  durations = {t: collections.Counter() for t in TYPES}
+  apex_frac = {t: [] for t in TYPES}
+  au_emotion = {t: collections.Counter() for t in TYPES}
+  self_emotion = collections.defaultdict(collections.Counter)
+  per_video = collections.defaultdict(lambda: [0, 0])
+  for part, clip, onset, apex, offset, aus, est, typ, self_em in (r[:9] for r in rows):
+    t = _TYPE_OF[typ]
+    au_emotion[t][f"{aus}:{est}"] += 1
+    self_emotion[f"{t}:{est}"][str(self_em)] += 1
+    stem = str(clip).rsplit("_", 1)[0]
+    per_video[f"{folders[int(part)]}_{codes[stem]}"][TYPES.index(t)] += 1
+    if offset:
+      durations[t][int(offset) - int(onset) + 1] += 1
+      apex_frac[t].append(min(1.0, max(0.0, (apex - onset) / max(1, offset - onset))))
+  videos = []
+  for line in pathlib.Path(frame_counts).read_text().split("\n"):
+    if line.strip():
+      name, n = line.split()
+      s, c = name.split("_")
+      videos.append((s, c, int(n), *per_video.get(name, (0, 0))))
+  videos.sort()
+  deciles = {t: [round(float(q), 3) for q in np.quantile(apex_frac[t], np.linspace(0, 1, 11))]
+             for t in TYPES}
+  return {
+      "durations": {t: dict(sorted(durations[t].items())) for t in TYPES},
+      "apex_fraction_deciles": deciles,
+      "au_emotion": {t: dict(au_emotion[t]) for t in TYPES},
+      "self_emotion": {k: dict(v) for k, v in sorted(self_emotion.items())},
+      "videos": videos,
+  }
+
+
+def format_frozen(stats: dict[str, Any]) -> str:
+  """Python source of ``_frozen.py`` for ``stats`` (how that file was written)."""
+  dur = {t: " ".join(f"{k}:{n}" for k, n in sorted(stats["durations"][t].items()))
+         for t in TYPES}
+  lines = ['"""Frozen CAS(ME)^2 statistics; generated by ``stats.format_frozen(stats.derive'
+           '(...))``."""', "", "# pylint: disable=line-too-long", "DURATIONS = {"]
+  lines += [f"    {t!r}: {dur[t]!r}," for t in TYPES] + ["}", "APEX_DECILES = {"]
+  lines += [f"    {t!r}: {tuple(stats['apex_fraction_deciles'][t])!r}," for t in TYPES]
+  lines += ["}", "AU_EMOTION = {"]
+  lines += [f"    {t!r}: {_format_counts(stats['au_emotion'][t])!r}," for t in TYPES]
+  lines += ["}", "SELF_EMOTION = {"]
+  lines += [f"    {k!r}: {_format_counts(v)!r}," for k, v in stats["self_emotion"].items()]
+  lines += ["}", "# subject code frames n_mae n_me; 5 videos per line", 'VIDEOS = """']
+  vids = [" ".join(str(x) for x in v) for v in stats["videos"]]
+  lines += ["; ".join(vids[i:i + 5]) for i in range(0, len(vids), 5)]
+  lines += ['"""', ""]
+  return "\n".join(lines)
