@@ -136,6 +136,10 @@ def preprocess(ctx: Context) -> dict[str, Any]:
              if r["landmarks"]["missing"]}
   if missing:
     logging.warning("frames without a face (landmarks carried over): %s", missing)
+  short = [r["video"] for r in result["reports"] if r.get("shorter_than_window")]
+  if short:
+    logging.warning("videos shorter than the %d-frame window (edge-padded): %s",
+                    cfg.window, short)
   builder = tfrecords.build(dataset, features_dir, ctx.path("tfrecords"),
                             segment_length=ctx.config.preprocess.segment_length,
                             tag=extract.settings_hash(cfg, mode))

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fes_jax.data.errors import DataError
 from fes_jax.data.types import Dataset, Video
 from fes_jax.preprocess import landmark_sources
 from fes_jax.preprocess import sw_mro
@@ -134,13 +135,17 @@ def run_job(job: VideoJob, cfg: sw_mro.SwMroConfig, out_dir: str) -> dict[str, A
                                           0, full.source)
   if len(lms.points) != n:
     raise ValueError(f"{job.frames_path}: {len(lms.points)} landmark rows for {n} frames")
-  features = sw_mro.extract(_frames(job), lms.points, cfg)
+  try:
+    features = sw_mro.extract(_frames(job), lms.points, cfg)
+  except (ValueError, FloatingPointError) as e:
+    raise DataError(f"SW-MRO failed for video {job.video}: {e}", file=job.frames_path) from e
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / f".{job.key}.tmp{os.getpid()}.npz"
   np.savez(tmp, features=features, frame_numbers=np.asarray(job.frame_numbers, np.int32))
   os.replace(tmp, out / f"{job.key}.npz")
   report = {"video": job.video, "subject": job.subject, "key": job.key, "num_frames": n,
             "window": cfg.window, "rois": cfg.num_rois, "settings": tag,
+            "shorter_than_window": n < cfg.window,
             "landmarks": lms.report(), "seconds": round(time.time() - start, 2)}
   tmp = out / f".{job.key}.tmp{os.getpid()}.json"
   tmp.write_text(json.dumps(report, indent=2))
@@ -196,4 +201,7 @@ def extract_dataset(dataset: Dataset, cfg: sw_mro.SwMroConfig, out_dir: str | os
   return {"videos": len(reports), "frames": total,
           "computed": sum(1 for r in reports if not r.get("skipped")),
           "frames_without_face": sum(r["landmarks"]["missing"] for r in reports),
+          # Edge padding still gives every frame a full window, but such videos' windows
+          # repeat their first / last frame many times: counted, not silently accepted.
+          "videos_shorter_than_window": sum(1 for r in reports if r.get("shorter_than_window")),
           "reports": reports}
