@@ -85,11 +85,14 @@ class DlibLandmarker:
     """Detector rectangles in frame coordinates, most confident first.
 
     Runs at ``detect_scale`` first and, when that finds nothing, at full resolution (small
-    faces fall below the detector's 80-px window when downscaled).
+    faces fall below the detector's 80-px window when downscaled), then, for frames under
+    480 px, upscaled 2x.
     """
     boxes = self._faces_at(gray, offset_xy, self.detect_scale)
     if not boxes and self.detect_scale < 1.0:
       boxes = self._faces_at(gray, offset_xy, 1.0)
+    if not boxes and min(gray.shape) < 480:  # small videos (e.g. QCIF): faces under 80 px
+      boxes = self._faces_at(gray, offset_xy, 2.0)
     return boxes
 
   def _faces_at(self, gray: np.ndarray, offset_xy: tuple[int, int], s: float) -> list[tuple]:
