@@ -140,12 +140,22 @@ def train_config(**overrides: Any) -> ml_collections.ConfigDict:
 
 
 def eval_config() -> ml_collections.ConfigDict:
-  """MEGC spotting evaluation and post-processing (evaluation.md, spotformer.md section 5)."""
+  """Post-processing (spotformer.md section 5) and MEGC evaluation (evaluation.md).
+
+  Defaults follow SpotFormer's code; fes_jax/eval/postprocess.py and fes_jax/eval/megc.py
+  document each option.
+  """
   return ml_collections.ConfigDict({
+      "apex_threshold": 0.5,
+      "me_search": (2, 8),  # onset/offset search, frames from the apex (code; paper: 2..8)
+      "mae_search": (8, 29),  # (code; paper: 8..30)
+      "require_order": True,  # onset prob > offset prob at the onset, reverse at the offset
+      "nms_iou": 0.5,
+      "top_k": 5,  # proposals kept per video and type
       "iou_threshold": 0.5,
       "iou_inclusive": False,  # SpotFormer: end - start; MEGC2020 baseline: end - start + 1
-      "matching": "greedy",  # or 'optimal'
-      "apex_threshold": 0.5,
-      "nms_iou": 0.5,
-      "top_k": 5,
+      "threshold_op": ">=",  # '>' as AUW-GCN
+      "matching": "greedy",  # SpotFormer; 'optimal' one-to-one matching
+      "type_from": "classifier",  # or 'length' (MEGC2020 baseline)
+      "plots": 8,  # videos plotted in the report (0: none, -1: all)
   })

@@ -1,0 +1,147 @@
+"""The evaluate, aggregate and report stages.
+
+- evaluate: every fold's ``folds/fold_XXX/predictions.npz`` -> intervals -> MEGC counts,
+  written to ``folds/fold_XXX/eval.json`` and ``folds/fold_XXX/intervals.csv``.
+- aggregate: counts summed over folds -> ``results/metrics.json``; every fold's intervals in
+  the original frame numbering -> ``results/submission.csv`` (MEGC ``vid,onset,offset,type``).
+- report: ``results/report.md`` (Table VII layout), plots per video, training curves.
+With ``train.selection == 'oracle'`` every output carries "oracle" in its name and content.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+from fes_jax.context import Context, write_json_atomic
+from fes_jax.eval import megc, report as report_lib, spotting, submission
+from fes_jax.eval.megc import Span
+
+
+def _oracle(ctx: Context) -> bool:
+  return ctx.config.train.selection == "oracle"
+
+
+def _suffix(ctx: Context) -> str:
+  return "_oracle" if _oracle(ctx) else ""
+
+
+def fold_dir(ctx: Context, k: int) -> pathlib.Path:
+  return ctx.path("folds", f"fold_{k:03d}")
+
+
+def _subjects(ctx: Context) -> list[str]:
+  from fes_jax import stages  # pylint: disable=import-outside-toplevel
+
+  return stages.fold_subjects(ctx)
+
+
+def evaluate(ctx: Context) -> dict[str, Any]:
+  from fes_jax import stages  # pylint: disable=import-outside-toplevel
+
+  dataset = stages.load_dataset(ctx)
+  out = []
+  for k, subject in enumerate(_subjects(ctx)):
+    d = fold_dir(ctx, k)
+    result, spans = spotting.evaluate_fold(dataset, subject, d / "predictions.npz",
+                                           ctx.config.eval)
+    result["selection"] = ctx.config.train.selection
+    write_json_atomic(d / f"eval{_suffix(ctx)}.json", result)
+    submission.write_csv(d / f"intervals{_suffix(ctx)}.csv", spans)
+    out.append({"fold": k, "subject": subject, "f1": result["scores"]["overall"]["f1"]})
+  return {"folds": out}
+
+
+def aggregate(ctx: Context) -> dict[str, Any]:
+  from fes_jax import stages  # pylint: disable=import-outside-toplevel
+
+  dataset = stages.load_dataset(ctx)
+  folds, spans = [], []
+  for k, _ in enumerate(_subjects(ctx)):
+    d = fold_dir(ctx, k)
+    folds.append(json.loads((d / f"eval{_suffix(ctx)}.json").read_text()))
+    spans += submission.read_csv(d / f"intervals{_suffix(ctx)}.csv")
+  total = megc.add_counts(*(f["counts"] for f in folds))
+  gt = [s for f in folds for s in spotting.ground_truth(dataset, set(f["videos"]))]
+  gt_counts = {t: sum(1 for s in gt if s.type == t) for t in megc.TYPES}
+  gt_counts["overall"] = len(gt)
+  metrics = {"scores": megc.scores(total), "counts": total, "ground_truth": gt_counts,
+             "folds": folds, "selection": ctx.config.train.selection,
+             "oracle": _oracle(ctx)}
+  results = ctx.path("results")
+  write_json_atomic(results / f"metrics{_suffix(ctx)}.json", metrics)
+  submission.write_csv(results / f"submission{_suffix(ctx)}.csv",
+                       spotting.to_original(dataset, spans))
+  s = metrics["scores"]
+  return {"f1": {t: round(s[t]["f1"], 4) for t in ("mae", "me", "overall")},
+          "oracle": _oracle(ctx)}
+
+
+def report(ctx: Context) -> dict[str, Any]:
+  from fes_jax import stages  # pylint: disable=import-outside-toplevel
+
+  dataset = stages.load_dataset(ctx)
+  results = ctx.path("results")
+  metrics = json.loads((results / f"metrics{_suffix(ctx)}.json").read_text())
+  plots = []
+  budget = ctx.config.eval.plots
+  for k, f in enumerate(metrics["folds"]):
+    if budget == 0:
+      break
+    d = fold_dir(ctx, k)
+    preds = spotting.load_predictions(d / "predictions.npz")
+    spans = submission.read_csv(d / f"intervals{_suffix(ctx)}.csv")
+    for video, p in preds.items():
+      if budget != -1 and len(plots) >= budget:
+        break
+      gt = spotting.ground_truth(dataset, {video})
+      name = f"plots/{video.replace('/', '__')}{_suffix(ctx)}.png"
+      report_lib.plot_video(results / name, p["probs"], p["frame_numbers"], gt,
+                            [s for s in spans if s.video == video], video)
+      plots.append(name)
+  curves = _curves(ctx, results, len(metrics["folds"]))
+  settings = {"dataset": ctx.config.dataset.name,
+              "model": ctx.config.model.name, "window": ctx.config.preprocess.window,
+              "features": ctx.config.preprocess.temporal,
+              "epochs": ctx.config.train.epochs,
+              "iou": f"{ctx.config.eval.iou_threshold} "
+                     f"({'inclusive' if ctx.config.eval.iou_inclusive else 'exclusive'})"}
+  title = f"fes_jax spotting report: {ctx.config.model.name} on {ctx.config.dataset.name}"
+  text = report_lib.markdown(title=title, scores=metrics["scores"],
+                             ground_truth=metrics["ground_truth"], folds=metrics["folds"],
+                             selection=metrics["selection"], settings=settings, plots=plots,
+                             curves=curves)
+  path = results / f"report{_suffix(ctx)}.md"
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(text)
+  tmp.replace(path)
+  return {"report": str(path.relative_to(ctx.workdir)), "plots": len(plots)}
+
+
+def _curves(ctx: Context, results: pathlib.Path, n: int) -> str | None:
+  histories = []
+  for k in range(n):
+    path = fold_dir(ctx, k) / "metrics.json"
+    if path.exists():
+      hist = json.loads(path.read_text())
+      losses = _epoch_losses(hist)
+      if losses:
+        histories.append((f"fold {k}", losses))
+  if not histories:
+    return None
+  name = f"training_curves{_suffix(ctx)}.png"
+  report_lib.plot_curves(results / name, histories)
+  return name
+
+
+def _epoch_losses(hist: Any) -> list[float]:
+  """Per-epoch training loss from a fold's metrics JSON (a list of epoch records)."""
+  records = hist.get("epochs", hist) if isinstance(hist, dict) else hist
+  out = []
+  for r in records if isinstance(records, list) else []:
+    for key in ("train_loss", "loss"):
+      if isinstance(r, dict) and key in r:
+        out.append(float(r[key]))
+        break
+  return out
