@@ -21,6 +21,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, features, c
                                "results (see WORKSPACE.md).")
 _FOLD = flags.DEFINE_integer("fold", None, "Run only this LOSO fold (0-based); overrides "
                              "config.loso.fold.")
+_STOP_AFTER = flags.DEFINE_string("stop_after", None, "End the run after this stage (e.g. "
+                                  "preprocess, to prepare the data once before fold jobs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_NOT_IMPLEMENTED = 3
@@ -30,7 +32,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    result = pipeline.run(_CONFIG.value, _WORKDIR.value, fold=_FOLD.value)
+    result = pipeline.run(_CONFIG.value, _WORKDIR.value, fold=_FOLD.value,
+                          stop_after=_STOP_AFTER.value)
   except pipeline.StageNotImplemented as e:
     logging.error("%s", e)
     print(f"\nfes_jax stopped: {e}.\nThe stages before it are complete and stay in "

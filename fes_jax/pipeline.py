@@ -59,11 +59,16 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-        fold: int | None = None) -> dict[str, Any]:
-  """Runs (or resumes) the job. ``fold`` runs only that fold's training (cluster arrays).
+        fold: int | None = None, stop_after: str | None = None) -> dict[str, Any]:
+  """Runs (or resumes) the job. ``fold`` runs only that fold's training (cluster arrays);
+  ``stop_after`` ends the run after the named stage (e.g. ``preprocess``: the data stages
+  once, before a fold array starts).
 
   Returns ``{"done": [...], "skipped": [...]}`` listing stage names.
   """
+  names_known = [s.name for s in stages.STAGES]
+  if stop_after is not None and stop_after not in names_known:
+    raise ValueError(f"stop_after={stop_after!r} is not a stage; stages: {names_known}")
   ctx = Context(config, pathlib.Path(workdir))
   ctx.workdir.mkdir(parents=True, exist_ok=True)
   check_config(ctx)
@@ -93,6 +98,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
       done.append(name)
     if stage.name == "prepare_data" and fold is not None:
       _folds(ctx, fold)  # a fold that does not exist fails before any more work
+    if stage.name == stop_after:
+      break
   return {"done": done, "skipped": skipped}
 
 

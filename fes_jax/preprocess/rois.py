@@ -83,11 +83,15 @@ def to_face(lm_68x2: np.ndarray, box: tuple[float, float, float], face_size: int
 
 
 def _clip(box, face_size):
+  """Integer bounds of a box in face pixels.
+
+  Regions are sampled from the image itself (fes_jax.preprocess.sw_mro.crop), so a region
+  may reach past the face crop (a low mouth, a tilted face) without losing content; it is
+  not clipped to the crop. ``face_size`` only scales the minimum size check.
+  """
   x0, y0, x1, y1 = box
-  x0, y0 = max(0.0, x0), max(0.0, y0)
-  x1, y1 = min(float(face_size), x1), min(float(face_size), y1)
   if x1 - x0 < 2 or y1 - y0 < 2:
-    raise ValueError(f"box {box} lies outside the {face_size}-px face")
+    raise ValueError(f"box {box} is degenerate on the {face_size}-px face")
   return (float(np.floor(x0)), float(np.floor(y0)), float(np.ceil(x1)), float(np.ceil(y1)))
 
 
