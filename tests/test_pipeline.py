@@ -189,3 +189,21 @@ def test_not_implemented_stage_is_an_exception():
   train = next(s for s in stages.STAGES if s.name == "train")
   with pytest.raises(StageNotImplemented, match="Flax models"):
     train.run(ctx)
+
+
+def test_stop_after_and_launch_loso_print(tmp_path, monkeypatch):
+  paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=5)
+  log = []
+  monkeypatch.setattr(stages, "STAGES", _fake_stages(log))
+  result = pipeline.run(_config(paths), tmp_path / "w", stop_after="prepare_data")
+  assert result["done"] == ["prepare_data"] and log == []
+  with pytest.raises(ValueError, match="stop_after='trian' is not a stage"):
+    pipeline.run(_config(paths), tmp_path / "w", stop_after="trian")
+  out = subprocess.run([sys.executable, str(ROOT / "tools/launch_loso.py"), "--mode=print",
+                        "--config=configs/spotformer_casme2.py", f"--workdir={tmp_path / 'w'}",
+                        "--", "--config.preprocess.window=5"],
+                       capture_output=True, text=True, check=True, cwd=ROOT).stdout
+  lines = [l for l in out.splitlines() if not l.startswith("#")]
+  assert lines[0].endswith("--config.preprocess.window=5 --stop_after=preprocess")
+  assert lines[1].endswith("--fold=$K")
+  assert "this workdir has 2 folds" in out
