@@ -239,5 +239,7 @@ def extract_naive(frames: list[np.ndarray], landmarks_Nx68x2: np.ndarray,
       f = flow_lib.farneback(
           ref, crop(gray[idx[s]], win.box, cfg.face_size, full, v / win.scale), cfg.flow)
       for r, (roi, box) in enumerate(zip(cfg.rois, win.roi_boxes)):
-        out[i, s, r] = flow_lib.reduce_flow(_slice(f, full, box), cfg.reduction, roi.top_p)
+        cut = _slice(f, full, np.clip(box, 0, cfg.face_size))  # full-face flow ends at the crop
+        if cut.size:
+          out[i, s, r] = flow_lib.reduce_flow(cut, cfg.reduction, roi.top_p)
   return out
