@@ -46,6 +46,7 @@ class SwMroConfig:
   reduction: str = "mdmo"  # 'top_magnitude' (Zhao), 'four_bin' (AUW-GCN)
   head_motion: str = "paper"
   temporal: str = "sw_mro"
+  flow_method: str = "farneback"  # exact mode; 'dis' is the fast mode (different numbers)
   flow: flow_lib.FarnebackParams = flow_lib.FarnebackParams()
 
   def __post_init__(self):
@@ -53,7 +54,7 @@ class SwMroConfig:
       raise ValueError(f"window must be >= 2, got {self.window}")
     checks = (("face_box", rois_lib.FACE_BOXES), ("roi_set", rois_lib.ROI_SETS),
               ("reduction", flow_lib.REDUCTIONS), ("head_motion", HEAD_MOTION),
-              ("temporal", TEMPORAL))
+              ("temporal", TEMPORAL), ("flow_method", flow_lib.FLOW_METHODS))
     for name, allowed in checks:
       if getattr(self, name) not in allowed:
         raise ValueError(f"sw_mro {name}={getattr(self, name)!r} is not one of {list(allowed)}")
@@ -114,6 +115,10 @@ def _nose_vector(flow_HxWx2: np.ndarray, mode: str, face_size: int) -> np.ndarra
   return flow_lib.top_magnitude(sub.reshape(-1, 2).astype(np.float64), rois_lib.NOSE_TIP_TOP_P)
 
 
+def _flow(prev, nxt, cfg: SwMroConfig) -> np.ndarray:
+  return flow_lib.compute_flow(prev, nxt, cfg.flow_method, cfg.flow)
+
+
 def pair_features(ref_HxW: np.ndarray, cur_HxW: np.ndarray, win: _Window, cfg: SwMroConfig,
                   state: dict) -> np.ndarray:
   """(R, 2) ROI vectors of the flow from ``ref`` to ``cur`` inside one window.
@@ -126,13 +131,12 @@ def pair_features(ref_HxW: np.ndarray, cur_HxW: np.ndarray, win: _Window, cfg: S
   shift = np.zeros(2)
   residual = np.zeros(2)
   if cfg.head_motion == "paper":
-    v = _nose_vector(flow_lib.farneback(ref_nose, crop(cur_HxW, win.box, fs, nose), cfg.flow),
-                     "paper", fs)
+    v = _nose_vector(_flow(ref_nose, crop(cur_HxW, win.box, fs, nose), cfg), "paper", fs)
     shift = v / win.scale
   elif cfg.head_motion == "zhao":
     shift = state.setdefault("shift", np.zeros(2))
     for attempt in range(4):
-      f = flow_lib.farneback(ref_nose, crop(cur_HxW, win.box, fs, nose, shift), cfg.flow)
+      f = _flow(ref_nose, crop(cur_HxW, win.box, fs, nose, shift), cfg)
       residual = _nose_vector(f, "zhao", fs)
       if float(residual @ residual) <= 1.0 or attempt == 3:
         break
@@ -142,8 +146,8 @@ def pair_features(ref_HxW: np.ndarray, cur_HxW: np.ndarray, win: _Window, cfg: S
   flows = {}
   for name in win.used:
     region = win.regions[name]
-    flows[name] = flow_lib.farneback(crop(ref_HxW, win.box, fs, region),
-                                     crop(cur_HxW, win.box, fs, region, shift), cfg.flow)
+    flows[name] = _flow(crop(ref_HxW, win.box, fs, region),
+                        crop(cur_HxW, win.box, fs, region, shift), cfg)
   for r, (roi, box) in enumerate(zip(cfg.rois, win.roi_boxes)):
     vec = flow_lib.reduce_flow(_slice(flows[roi.region], win.regions[roi.region], box),
                                cfg.reduction, roi.top_p)
@@ -223,8 +227,8 @@ def extract_naive(frames: list[np.ndarray], landmarks_Nx68x2: np.ndarray,
   """The straightforward loop, for benchmarks: full-face crops and full-face Farneback for
   every window and frame (nose box cut from the full-face flow, then a second full-face flow
   on the aligned crop), frames held in memory, one process. ``head_motion='paper'`` only."""
-  if cfg.head_motion != "paper" or cfg.temporal != "sw_mro":
-    raise ValueError("the naive loop implements the paper's default mode only")
+  if cfg.head_motion != "paper" or cfg.temporal != "sw_mro" or cfg.flow_method != "farneback":
+    raise ValueError("the naive loop implements the paper's default (exact) mode only")
   n, w = len(landmarks_Nx68x2), cfg.window
   gray = [_gray(f) for f in frames]
   full = (0, 0, cfg.face_size, cfg.face_size)
