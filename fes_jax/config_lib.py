@@ -70,7 +70,10 @@ def dataset_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
       "type_when_missing": "duration",
       "policies": policies_config(fps_divisor=7 if name == "samm_lv" else 1),
       # The synthetic generator (tools/make_synthetic.py), used when name == 'synthetic'.
-      "synthetic": {"preset": "default", "seed": 0, "workers": 2},
+      # Size overrides of the preset (0 keeps the preset's): num_subjects, videos_per_subject,
+      # num_frames (frames per video).
+      "synthetic": {"preset": "default", "seed": 0, "workers": 2, "num_subjects": 0,
+                    "videos_per_subject": 0, "num_frames": 0},
   })
   cfg.update(overrides)
   return cfg
@@ -134,6 +137,40 @@ def train_config(**overrides: Any) -> ml_collections.ConfigDict:
       # Model selection never looks at the held-out subject: 'last_epoch' or 'validation'
       # (a validation subset of the training subjects). 'oracle' is the papers' protocol.
       "selection": "last_epoch",
+      # selection='validation': this many training subjects (a seeded choice) are held out
+      # of training; the epoch with the lowest loss on their expression segments is kept.
+      "validation_subjects": 1,
+      # Optimizer details beyond the reference's numbers: PyTorch's AdamW eps. Weight decay
+      # applies to Linear / Conv kernels only (fes_jax/train/state.py weight_decay_mask).
+      "adam_eps": 1e-8,
+      # Steps per epoch; 0 = ceil(training segments with an expression / batch_segments).
+      # Each epoch reads a fresh shuffle seeded by (seed, epoch), repeated as needed.
+      "steps_per_epoch": 0,
+      # Inference batch (segments) for validation and the held-out subject; 0 = batch_segments.
+      "eval_batch_segments": 0,
+      # Loss hyper-parameters (fes_jax/losses.py LossWeights; m is mae_weight above).
+      # Padded windows of a video's last segment weigh 0 in every term.
+      "loss": {
+          "me_apex": 1.8, "me_onoff": 1.0, "me_expr": 0.1,
+          "mae_apex": 1.0, "mae_onoff": 1.0, "mae_expr": 0.1, "supcon": 0.005,
+          "apex_alpha": 0.9, "expr_alpha": 0.8, "apex_gamma": 1.0, "expr_gamma": 1.0,
+          "label_smoothing": 0.16, "focal_eps": 1e-5,  # the code's log(p + 1e-5)
+          "temperature": 0.5, "base_temperature": 0.07,
+          "supcon_normalize": False,  # the code; the paper's formula L2-normalises
+      },
+      # NaN guard: a step with a non-finite loss or gradient is skipped (state kept, counted);
+      # this many consecutive skipped steps abort the fold with an error.
+      "max_bad_steps": 10,
+      # 'float32', or 'bfloat16' (matmuls in bf16, float32 master weights and loss; for
+      # GPUs / TPUs: the models take no dtype, so params and inputs are cast in the step).
+      "compute_dtype": "float32",
+      # Orbax checkpoints in <workdir>/folds/fold_XXX/checkpoints, one per epoch; a rerun
+      # resumes from the newest. keep: how many are kept; async: write in the background.
+      "checkpoint_keep": 3,
+      "checkpoint_async": False,
+      # jax.distributed.initialize(): 'auto' (when the environment says multi-process: SLURM,
+      # Open MPI, TPU pod, JAX_COORDINATOR_ADDRESS), 'yes' or 'no'.
+      "distributed": "auto",
   })
   cfg.update(overrides)
   return cfg

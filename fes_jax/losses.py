@@ -6,6 +6,11 @@ Model output channels (``logits_BxO``, O = 10, one row per window = per frame):
   6    ME apex, 7 MaE apex        (sigmoid)
   8    ME expression, 9 MaE expression (sigmoid)
 Frame targets are a :class:`SpottingTargets` (a NamedTuple, hence a JAX pytree).
+
+Every loss takes an optional per-sample ``sample_weight_B`` (e.g. the 0/1 ``valid`` mask of
+padded windows): the mean over samples becomes ``sum(w l) / sum(w)`` (0 when every weight is
+0), and SupCon drops weight-0 samples both as anchors and as candidates. ``None`` (default)
+weighs every sample 1, which is the reference's plain mean.
 """
 
 from __future__ import annotations
@@ -77,9 +82,27 @@ class LossWeights:
     return cls(**{k: v for k, v in dict(values).items() if k in names})
 
 
+def _weighted_mean(values: jnp.ndarray, sample_weight_B: jnp.ndarray | None) -> jnp.ndarray:
+  """Plain mean, or ``sum(w v) / sum(w)`` over the leading (sample) axis (0 if sum(w) = 0).
+
+  Extra trailing axes of ``values`` are averaged too (each sample's weight spreads over them).
+  """
+  values = jnp.asarray(values, jnp.float32)
+  if sample_weight_B is None:
+    return jnp.mean(values)
+  w = jnp.asarray(sample_weight_B, jnp.float32).reshape(
+      (values.shape[0],) + (1,) * (values.ndim - 1))
+  w = jnp.broadcast_to(w, values.shape)
+  total = jnp.sum(w)
+  # Double where: no NaN from 0 * inf (or in gradients) for weight-0 samples.
+  safe = jnp.where(w > 0, values, 0.0)
+  return jnp.sum(w * safe) / jnp.where(total > 0, total, 1.0)
+
+
 def binary_focal_loss(logits: jnp.ndarray, targets: jnp.ndarray, *, alpha: float,
                       gamma: float = 1.0, label_smoothing: float = 0.16,
-                      eps: float | None = 1e-5) -> jnp.ndarray:
+                      eps: float | None = 1e-5,
+                      sample_weight_B: jnp.ndarray | None = None) -> jnp.ndarray:
   """The reference's binary focal loss on sigmoid outputs; takes logits.
 
   ``-mean[a |y-p|^g [y>0] log p + (1-a) |y+s-p|^g [y=0] log(1-p)]`` with p = sigmoid(logits),
@@ -95,6 +118,7 @@ def binary_focal_loss(logits: jnp.ndarray, targets: jnp.ndarray, *, alpha: float
     eps: the reference computes ``log(p + 1e-5)`` and ``log(1 - p + 1e-5)`` (default).
       ``None`` uses the exact ``log_sigmoid(+-logits)`` (numerically stable, no clipping of
       the loss of confidently wrong outputs at log(1e-5)).
+    sample_weight_B: optional weight per sample (leading axis); see the module docstring.
   """
   logits = jnp.asarray(logits, jnp.float32)
   y = jnp.asarray(targets, jnp.float32)
@@ -106,19 +130,22 @@ def binary_focal_loss(logits: jnp.ndarray, targets: jnp.ndarray, *, alpha: float
   positive = (y > 0).astype(jnp.float32)
   pos = alpha * jnp.abs(y - p) ** gamma * positive * log_p
   neg = (1.0 - alpha) * jnp.abs(y + label_smoothing - p) ** gamma * (1.0 - positive) * log_1mp
-  return -jnp.mean(pos + neg)
+  return -_weighted_mean(pos + neg, sample_weight_B)
 
 
-def onset_offset_cross_entropy(logits_Bx3: jnp.ndarray, labels_B: jnp.ndarray) -> jnp.ndarray:
-  """Mean softmax cross-entropy (``torch.nn.CrossEntropyLoss``) over onset/offset/none."""
+def onset_offset_cross_entropy(logits_Bx3: jnp.ndarray, labels_B: jnp.ndarray, *,
+                               sample_weight_B: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Mean softmax cross-entropy (``torch.nn.CrossEntropyLoss``) over onset/offset/none,
+  optionally weighted per sample."""
   log_probs = jax.nn.log_softmax(jnp.asarray(logits_Bx3, jnp.float32), axis=-1)
   labels = jnp.asarray(labels_B, jnp.int32)
-  return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0])
+  nll_B = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  return _weighted_mean(nll_B, sample_weight_B)
 
 
 def supcon_loss(features_BxD: jnp.ndarray, labels_B: jnp.ndarray, *, temperature: float = 0.5,
                 base_temperature: float = 0.07, normalize: bool = False,
-                eps: float = 1e-6) -> jnp.ndarray:
+                eps: float = 1e-6, sample_weight_B: jnp.ndarray | None = None) -> jnp.ndarray:
   """Supervised contrastive loss (Khosla et al.), one view, as the authors' ``SupConLoss``.
 
   For anchor i: s_ij = z_i.z_j / t, shifted by the row max over all j (self included, no
@@ -134,33 +161,47 @@ def supcon_loss(features_BxD: jnp.ndarray, labels_B: jnp.ndarray, *, temperature
     base_temperature: base_t (0.07); the loss is scaled by t / base_t.
     normalize: L2-normalise features first (the paper's formula); the code does not.
     eps: the reference's 1e-6 in the log-denominator and the positive count.
+    sample_weight_B: optional weights; a weight-0 sample is no anchor (the mean over anchors
+      is weighted) and no candidate (absent from every other anchor's positives, denominator
+      and row-max shift).
   """
   z = jnp.asarray(features_BxD, jnp.float32)
   if normalize:
     z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
   b = z.shape[0]
   logits_BxB = (z @ z.T) / temperature
-  logits_BxB = logits_BxB - jax.lax.stop_gradient(jnp.max(logits_BxB, axis=1, keepdims=True))
-  not_self = 1.0 - jnp.eye(b, dtype=jnp.float32)
+  if sample_weight_B is None:
+    keep_BxB = jnp.ones((b, b), bool)
+  else:
+    keep_B = jnp.asarray(sample_weight_B).reshape(-1) > 0
+    keep_BxB = jnp.broadcast_to(keep_B[None, :], (b, b))
+    keep_BxB = keep_BxB | jnp.eye(b, dtype=bool)  # a row's own entry for its max shift
+  row_max = jnp.max(jnp.where(keep_BxB, logits_BxB, -jnp.inf), axis=1, keepdims=True)
+  logits_BxB = logits_BxB - jax.lax.stop_gradient(row_max)
+  logits_BxB = jnp.where(keep_BxB, logits_BxB, 0.0)  # no inf / NaN from dropped candidates
+  not_self = (keep_BxB & ~jnp.eye(b, dtype=bool)).astype(jnp.float32)
   labels = jnp.asarray(labels_B).reshape(-1)
   positive = (labels[:, None] == labels[None, :]).astype(jnp.float32) * not_self
   denom = jnp.sum(jnp.exp(logits_BxB) * not_self, axis=1, keepdims=True)
   log_prob = logits_BxB - jnp.log(denom + eps)
   mean_log_prob_pos = jnp.sum(positive * log_prob, axis=1) / (jnp.sum(positive, axis=1) + eps)
-  return jnp.mean(-(temperature / base_temperature) * mean_log_prob_pos)
+  return _weighted_mean(-(temperature / base_temperature) * mean_log_prob_pos, sample_weight_B)
 
 
 def spotting_terms(outputs: tuple[jnp.ndarray, jnp.ndarray], targets: SpottingTargets,
-                   weights: LossWeights = LossWeights()) -> dict[str, jnp.ndarray]:
+                   weights: LossWeights = LossWeights(),
+                   sample_weight_B: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
   """The seven unweighted loss terms, keyed by name.
 
   Args:
     outputs: ``(logits_BxO, features_BxD)``, e.g. a model's ``ModelOutput``.
     targets: the frame targets.
     weights: loss hyper-parameters (only the focal / SupCon ones are used here).
+    sample_weight_B: optional per-sample weights, e.g. the ``valid`` mask (padding = 0).
   """
   logits_BxO, features_BxD = outputs
-  focal = dict(label_smoothing=weights.label_smoothing, eps=weights.focal_eps)
+  focal = dict(label_smoothing=weights.label_smoothing, eps=weights.focal_eps,
+               sample_weight_B=sample_weight_B)
   apex = dict(alpha=weights.apex_alpha, gamma=weights.apex_gamma, **focal)
   expr = dict(alpha=weights.expr_alpha, gamma=weights.expr_gamma, **focal)
   return {
@@ -168,17 +209,21 @@ def spotting_terms(outputs: tuple[jnp.ndarray, jnp.ndarray], targets: SpottingTa
       "mae_apex": binary_focal_loss(logits_BxO[:, MAE_APEX], targets.mae_apex, **apex),
       "me_expr": binary_focal_loss(logits_BxO[:, ME_EXPR], targets.me_expr, **expr),
       "mae_expr": binary_focal_loss(logits_BxO[:, MAE_EXPR], targets.mae_expr, **expr),
-      "me_onoff": onset_offset_cross_entropy(logits_BxO[:, ME_ONOFF], targets.me_onoff),
-      "mae_onoff": onset_offset_cross_entropy(logits_BxO[:, MAE_ONOFF], targets.mae_onoff),
+      "me_onoff": onset_offset_cross_entropy(logits_BxO[:, ME_ONOFF], targets.me_onoff,
+                                             sample_weight_B=sample_weight_B),
+      "mae_onoff": onset_offset_cross_entropy(logits_BxO[:, MAE_ONOFF], targets.mae_onoff,
+                                              sample_weight_B=sample_weight_B),
       "supcon": supcon_loss(features_BxD, targets.expr_class,
                             temperature=weights.temperature,
                             base_temperature=weights.base_temperature,
-                            normalize=weights.supcon_normalize),
+                            normalize=weights.supcon_normalize,
+                            sample_weight_B=sample_weight_B),
   }
 
 
 def spotting_loss(outputs: tuple[jnp.ndarray, jnp.ndarray], targets: SpottingTargets,
-                  weights: LossWeights = LossWeights()
+                  weights: LossWeights = LossWeights(),
+                  sample_weight_B: jnp.ndarray | None = None
                   ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """The reference's weighted sum.
 
@@ -190,11 +235,12 @@ def spotting_loss(outputs: tuple[jnp.ndarray, jnp.ndarray], targets: SpottingTar
     outputs: ``(logits_BxO, features_BxD)``, e.g. a model's ``ModelOutput``.
     targets: the frame targets.
     weights: weights and hyper-parameters.
+    sample_weight_B: optional per-sample weights, e.g. the ``valid`` mask (padding = 0).
 
   Returns:
     (total loss, dict of the unweighted terms).
   """
-  terms = spotting_terms(outputs, targets, weights)
+  terms = spotting_terms(outputs, targets, weights, sample_weight_B)
   me = (weights.me_apex * terms["me_apex"] + weights.me_onoff * terms["me_onoff"]
         + weights.me_expr * terms["me_expr"])
   mae = (weights.mae_apex * terms["mae_apex"] + weights.mae_onoff * terms["mae_onoff"]

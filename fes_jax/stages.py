@@ -1,10 +1,10 @@
 """The stages of a run, in order. See ``fes_jax.pipeline`` for how they are sequenced.
 
-Implemented: ``prepare_data`` (generate the synthetic dataset when the config asks for it,
-read and validate the annotations and frames, write ``<workdir>/data_summary.json``) and
-``preprocess`` (landmarks, SW-MRO features per video, per-subject segment TFRecords).
-``train``, ``evaluate``, ``aggregate`` and ``report`` arrive with later issues and stop the
-run with :class:`StageNotImplemented` when reached.
+``prepare_data`` generates the synthetic dataset when the config asks for it, reads and
+validates the annotations and frames, and writes ``<workdir>/data_summary.json``;
+``preprocess`` computes landmarks, SW-MRO features per video and per-subject segment
+TFRecords; ``train`` runs one LOSO fold per stage (fes_jax/train/fold.py); ``evaluate``,
+``aggregate`` and ``report`` are in fes_jax/eval/stages.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 from absl import logging
 
-from fes_jax.context import Context, Stage, StageNotImplemented, write_json_atomic
+from fes_jax.context import Context, Stage, write_json_atomic
 from fes_jax.data import readers
+from fes_jax.eval import stages as eval_stages
 from fes_jax.data.policies import Policies
 from fes_jax.data.summary import summarize
 from fes_jax.data.types import Dataset
@@ -83,8 +84,10 @@ def prepare_data(ctx: Context) -> dict[str, Any]:
 
     logging.info("generating the synthetic dataset (preset %s, seed %d) into %s",
                  d.synthetic.preset, d.synthetic.seed, paths["root"])
+    sizes = {k: d.synthetic[k] for k in ("num_subjects", "videos_per_subject", "num_frames")
+             if d.synthetic[k]}
     generate.generate_dataset(paths["root"], preset=d.synthetic.preset, seed=d.synthetic.seed,
-                              workers=d.synthetic.workers)
+                              workers=d.synthetic.workers, **sizes)
   dataset = load_dataset(ctx)
   missing = [v.name for v in dataset.videos() if paths["frames_root"] and v.frames is None]
   if missing:
@@ -149,25 +152,20 @@ def preprocess(ctx: Context) -> dict[str, Any]:
   return report
 
 
-def _not_yet(stage: str, detail: str):
-  def run(ctx: Context) -> dict[str, Any]:
-    del ctx
-    raise StageNotImplemented(stage, detail)
+def _train_fold(ctx: Context) -> dict[str, Any]:
+  """One LOSO fold: train, checkpoint, predict the held-out subject (fes_jax/train/fold.py)."""
+  from fes_jax.train import fold  # pylint: disable=import-outside-toplevel
 
-  return run
+  return fold.train_stage(ctx)
 
 
 STAGES = (
     Stage("prepare_data", prepare_data),
     Stage("preprocess", preprocess),
-    Stage("train", _not_yet(
-        "train", "the Flax models and the sharded trainer arrive with the issue 'SpotFormer, "
-        "its variants and SpoT-GCN in Flax'"), per_fold=True),
-    Stage("evaluate", _not_yet(
-        "evaluate", "post-processing and MEGC evaluation arrive with the issue "
-        "'LOSO spotting end to end'")),
-    Stage("aggregate", _not_yet("aggregate", "arrives with the issue 'LOSO spotting end to end'")),
-    Stage("report", _not_yet("report", "arrives with the issue 'LOSO spotting end to end'")),
+    Stage("train", _train_fold, per_fold=True),
+    Stage("evaluate", eval_stages.evaluate),
+    Stage("aggregate", eval_stages.aggregate),
+    Stage("report", eval_stages.report),
 )
 # Stages that need every fold: a single-fold run (cluster job array) stops before them.
 AFTER_TRAINING = ("evaluate", "aggregate", "report")

@@ -1,0 +1,212 @@
+"""The train stage: one LOSO fold from the segment TFRecords.
+
+For fold k (stage ``train_fold<k>``, held-out subject ``stages.fold_subjects(ctx)[k]``):
+
+1. training split: every subject but the held-out one (minus the validation subjects when
+   ``train.selection == 'validation'``); segments with an expression only (the reference);
+   each epoch a fresh shuffle seeded by (seed, epoch), ``steps_per_epoch`` batches of
+   ``batch_segments`` segments (windows flattened; padded windows weigh 0);
+2. :func:`fes_jax.train.loop.fit`: AdamW, per-epoch lr decay, NaN guard, an orbax
+   checkpoint per epoch, automatic resume, metrics (TensorBoard + JSON);
+3. model selection without the held-out subject: the last epoch, or the best validation
+   loss (validation subjects drawn from the training subjects);
+4. inference on the held-out subject (every segment, eval mode): per-window probabilities
+   with video and frame numbers -> ``predictions.npz`` (the evaluate stage's input).
+
+Layout, under ``<workdir>/folds/fold_XXX/``: ``checkpoints/<epoch>/`` (orbax),
+``metrics.json``, ``tensorboard/events.out.tfevents.*``, ``predictions.npz``, ``fold.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh
+
+from fes_jax.context import Context, write_json_atomic
+from fes_jax.losses import LossWeights
+from fes_jax.models import ModelConfig
+from fes_jax.train import data as data_lib
+from fes_jax.train import loop, mesh as mesh_lib, state as state_lib, step as step_lib
+from fes_jax.train.checkpoint import FoldCheckpoints
+from fes_jax.train.metrics import MetricsWriter, to_python
+
+PREDICTIONS = "predictions.npz"
+
+
+def fold_index(stage_name: str) -> int:
+  """``'train_fold003'`` -> 3."""
+  match = re.fullmatch(r"train_fold(\d+)", stage_name)
+  if match is None:
+    raise ValueError(f"not a train fold stage: {stage_name!r}")
+  return int(match.group(1))
+
+
+def fold_dir(workdir: pathlib.Path, k: int) -> pathlib.Path:
+  return workdir / "folds" / f"fold_{k:03d}"
+
+
+def open_records(ctx: Context) -> tfds.core.DatasetBuilder:
+  """The preprocess stage's records: the same builder (a no-op build when complete)."""
+  from fes_jax import stages  # pylint: disable=import-outside-toplevel
+  from fes_jax.data import tfrecords  # pylint: disable=import-outside-toplevel
+  from fes_jax.preprocess import extract  # pylint: disable=import-outside-toplevel
+
+  mode, _ = stages.landmark_settings(ctx)
+  return tfrecords.build(stages.load_dataset(ctx), ctx.path("features"), ctx.path("tfrecords"),
+                         segment_length=ctx.config.preprocess.segment_length,
+                         tag=extract.settings_hash(stages.sw_mro_config(ctx), mode))
+
+
+def train_stage(ctx: Context) -> dict[str, Any]:
+  """The stage entry (``stages.STAGES``): trains and predicts fold ``ctx.state['stage']``."""
+  from fes_jax import stages  # pylint: disable=import-outside-toplevel
+
+  mesh_lib.maybe_initialize_distributed(ctx.config.train.distributed)
+  k = fold_index(ctx.state["stage"])
+  held_out = stages.fold_subjects(ctx)[k]
+  builder = open_records(ctx)
+  return run_fold(ctx.config, builder, held_out, fold_dir(ctx.workdir, k), fold=k)
+
+
+def _validation_subjects(subjects: list[str], count: int, seed: int) -> list[str]:
+  if count < 1 or count >= len(subjects):
+    raise ValueError(f"train.validation_subjects must be in 1..{len(subjects) - 1} "
+                     f"({len(subjects)} training subjects), got {count}")
+  rng = np.random.default_rng(seed)
+  return sorted(rng.choice(sorted(subjects), size=count, replace=False).tolist())
+
+
+def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+             held_out: str, out_dir: str | pathlib.Path, *, fold: int = 0,
+             mesh: Mesh | None = None,
+             on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None
+             ) -> dict[str, Any]:
+  """Trains one fold, writes its predictions; returns the stage record.
+
+  Args:
+    config: the run config (sections ``model`` and ``train``).
+    builder: the built segment records (one split per subject).
+    held_out: the test subject of this fold.
+    out_dir: ``<workdir>/folds/fold_XXX``.
+    fold: the fold index (recorded).
+    mesh: default: a 'data' mesh over every device.
+    on_epoch_end: passed to :func:`loop.fit` (tests stop a run there).
+  """
+  start = time.time()
+  tf.config.set_visible_devices([], "GPU")  # TF only reads records; keep it off accelerators
+  t = config.train
+  out_dir = pathlib.Path(out_dir)
+  mesh = mesh_lib.make_mesh() if mesh is None else mesh
+  mesh_lib.check_batch_divisible(t.batch_segments, mesh)
+  eval_segments = t.eval_batch_segments or t.batch_segments
+  mesh_lib.check_batch_divisible(eval_segments, mesh)
+  model_cfg = ModelConfig.from_mapping(config.model)
+  window = int(builder.info.metadata["window"])
+  if window != model_cfg.seq_len:
+    raise ValueError(f"the records hold {window}-frame windows but model.seq_len is "
+                     f"{model_cfg.seq_len}; set preprocess.window and model.seq_len alike")
+  if t.selection == "oracle":
+    raise ValueError("train.selection='oracle' (picking epochs on the held-out subject) is "
+                     "left to the evaluation issue; use 'last_epoch' or 'validation'")
+  if t.selection not in loop.SELECTIONS:
+    raise ValueError(f"train.selection must be one of {loop.SELECTIONS}, got {t.selection!r}")
+  subjects = sorted(data_lib.subject_splits(builder))
+  if held_out not in subjects:
+    raise ValueError(f"held-out subject {held_out!r} has no records; known: {subjects}")
+  train_subjects = [s for s in subjects if s != held_out]
+  val_subjects = (_validation_subjects(train_subjects, t.validation_subjects, t.seed)
+                  if t.selection == "validation" else [])
+  train_subjects = [s for s in train_subjects if s not in val_subjects]
+  train_split = data_lib.join_splits(train_subjects)
+  info = data_lib.split_info(builder, train_split)
+  if info.expression_segments == 0:
+    raise ValueError(f"fold {fold}: no training segment with an expression")
+  steps = t.steps_per_epoch or math.ceil(info.expression_segments / t.batch_segments)
+
+  weights = LossWeights.from_mapping({**dict(t.loss), "macro_ratio": t.mae_weight})
+  dtype = step_lib.COMPUTE_DTYPES[t.compute_dtype]
+  graphdef, graphdef_eval, params, rest = state_lib.init_model(config.model.name, model_cfg,
+                                                               t.seed)
+  opt_cfg = state_lib.OptimizerConfig.from_mapping(t)
+  tx, schedule = state_lib.make_optimizer(opt_cfg, steps, params)
+  state = mesh_lib.replicate(state_lib.init_state(params, rest, tx), mesh)
+  train_step = step_lib.jit_train_step(mesh, graphdef=graphdef, tx=tx, schedule=schedule,
+                                       weights=weights, compute_dtype=dtype)
+  eval_step = step_lib.jit_eval_step(mesh, graphdef=graphdef_eval, weights=weights,
+                                     compute_dtype=dtype)
+  batches = data_lib.train_batches(builder, train_split, batch_segments=t.batch_segments,
+                                   seed=t.seed, num_nodes=model_cfg.num_nodes, mesh=mesh)
+  compile_start = time.perf_counter()
+  abstract = data_lib.abstract_batch(builder, batch_segments=t.batch_segments,
+                                     num_nodes=model_cfg.num_nodes, mesh=mesh)
+  train_step = train_step.lower(state, abstract).compile()
+  compile_seconds = time.perf_counter() - compile_start
+
+  validate = None
+  if val_subjects:
+    val_split = data_lib.join_splits(val_subjects)
+    val_videos = data_lib.split_info(builder, val_split).videos
+
+    def validate(s):
+      batches_v = data_lib.eval_batches(builder, val_split, batch_segments=eval_segments,
+                                        num_nodes=model_cfg.num_nodes, mesh=mesh,
+                                        video_ids={v: i for i, v in enumerate(val_videos)})
+      return data_lib.predict(lambda b: eval_step(s, b), batches_v, val_videos)[1]
+
+  extra = {"fold": fold, "held_out": held_out, "selection": t.selection,
+           "train_subjects": train_subjects, "validation_subjects": val_subjects,
+           "steps_per_epoch": steps, "batch_segments": t.batch_segments}
+  writer = MetricsWriter(out_dir, enabled=mesh_lib.is_writer())
+  checkpoints = FoldCheckpoints(out_dir / "checkpoints", max_to_keep=t.checkpoint_keep,
+                                async_save=t.checkpoint_async)
+  try:
+    result = loop.fit(state, train_step=train_step, train_batches=batches,
+                      cfg=loop.FitConfig(epochs=t.epochs, steps_per_epoch=steps,
+                                         selection=t.selection, max_bad_steps=t.max_bad_steps),
+                      checkpoints=checkpoints, writer=writer, validate=validate,
+                      extra_json=extra, on_epoch_end=on_epoch_end)
+  finally:
+    checkpoints.close()
+    writer.close()
+
+  test_split = data_lib.join_splits([held_out])
+  test_videos = data_lib.split_info(builder, test_split).videos
+  test_batches = data_lib.eval_batches(builder, test_split, batch_segments=eval_segments,
+                                       num_nodes=model_cfg.num_nodes, mesh=mesh,
+                                       video_ids={v: i for i, v in enumerate(test_videos)})
+  preds, _ = data_lib.predict(lambda b: eval_step(result.selected, b), test_batches,
+                              test_videos)
+  if mesh_lib.is_writer():
+    data_lib.save_predictions(out_dir / PREDICTIONS, preds, subject=held_out,
+                              epoch=result.selected_epoch, selection=t.selection)
+  last = result.history[-1]
+  record = {
+      **extra, "epochs": len(result.history), "selected_epoch": result.selected_epoch,
+      "resumed_from_epoch": result.resumed_from, "final_loss": last["train_loss"],
+      "skipped_steps": int(sum(h["skipped_steps"] for h in result.history)),
+      "train_seconds": round(result.train_seconds, 2),
+      "samples_per_s": round(result.train_windows / result.train_seconds, 2)
+                       if result.train_seconds > 0 else None,
+      "compile_seconds": round(compile_seconds, 2), "params": count_params_of(params),
+      "devices": int(mesh.devices.size), "processes": jax.process_count(),
+      "device_kind": jax.devices()[0].device_kind, "compute_dtype": t.compute_dtype,
+      "test_windows": int(preds["probs"].shape[0]), "predictions": PREDICTIONS,
+      "fold_seconds": round(time.time() - start, 2)}
+  if mesh_lib.is_writer():
+    write_json_atomic(out_dir / "fold.json", to_python(record))
+  return to_python(record)
+
+
+def count_params_of(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
