@@ -1,0 +1,227 @@
+"""Batch benchmark of the spotting models: throughput, FLOPs, share of peak, memory.
+
+  python tools/benchmark.py --config=configs/spotformer_synthetic.py \\
+      [--models=spotformer,seq_st,paral_st,simul_ts,spot_gcn] [--batch_sizes=128,512] \\
+      [--out=FILE.json] [--markdown=FILE.md] [--reference_dir=PATH/TO/SpotFormer]
+
+Per model and batch (in windows = samples): parameters, FLOPs per sample (XLA cost analysis
+of the compiled step), train and inference samples/s, achieved FLOP/s and its share of the
+device's peak (measured matmul peak on CPU, datasheet peak on GPU / TPU), XLA's memory
+estimate, the process's peak RSS and compile times; as JSON and a markdown table (printed).
+
+``--reference_dir``: a checkout of the authors' PyTorch code (KinopioIsAllIn/SpotFormer, its
+``model.py``); its ``MSSTGT`` is timed in the same run at the same batch (AdamW step on the
+same loss terms; inference under ``torch.no_grad``). Needs ``torch`` and ``einops``; when
+either or the directory is missing the output says so and the rest still runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import resource
+import sys
+import time
+import types
+from typing import Any
+
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (its model section).")
+_MODELS = flags.DEFINE_string("models", "", "Comma-separated model names; default: the "
+                              "config's model (spotformer with the config's variant).")
+_BATCHES = flags.DEFINE_string("batch_sizes", "512", "Comma-separated batches in windows.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per measurement (median reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compiling.")
+_DTYPE = flags.DEFINE_string("compute_dtype", "", "float32 | bfloat16; default: the config's "
+                             "train.compute_dtype.")
+_OUT = flags.DEFINE_string("out", "", "Write the JSON results here.")
+_MARKDOWN = flags.DEFINE_string("markdown", "", "Write the markdown table here too.")
+_REFERENCE = flags.DEFINE_string("reference_dir", "", "The authors' SpotFormer checkout.")
+_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "n of the CPU peak matmul (n x n x n).")
+flags.mark_flag_as_required("config")
+
+
+def _rss_bytes() -> int:
+  """Peak resident set size of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _torch_loss(torch, logits, feats, batch):
+  """The spotting loss (fes_jax.losses defaults, every window valid) in PyTorch."""
+  f = torch.nn.functional
+  t = {k: torch.from_numpy(v.reshape(-1)) for k, v in batch.items() if k != "features"}
+
+  def focal(z, y, a):
+    p = torch.sigmoid(z)
+    pos = a * (y - p).abs() * (y > 0) * torch.log(p + 1e-5)
+    neg = (1 - a) * (y + 0.16 - p).abs() * (y == 0) * torch.log(1 - p + 1e-5)
+    return -(pos + neg).mean()
+
+  def supcon(z, y):
+    logits = z @ z.T / 0.5
+    logits = logits - logits.max(dim=1, keepdim=True)[0].detach()
+    not_self = 1 - torch.eye(len(y))
+    pos = (y[:, None] == y[None, :]).float() * not_self
+    log_prob = logits - torch.log((logits.exp() * not_self).sum(1, keepdim=True) + 1e-6)
+    return (-(0.5 / 0.07) * (pos * log_prob).sum(1) / (pos.sum(1) + 1e-6)).mean()
+
+  me = (1.8 * focal(logits[:, 6], t["me_apex"], 0.9)
+        + f.cross_entropy(logits[:, 0:3], t["me_onoff"].long())
+        + 0.1 * focal(logits[:, 8], t["me_expr"], 0.8))
+  mae = (focal(logits[:, 7], t["mae_apex"], 0.9)
+         + f.cross_entropy(logits[:, 3:6], t["mae_onoff"].long())
+         + 0.1 * focal(logits[:, 9], t["mae_expr"], 0.8))
+  return me + 0.5 * mae + 0.005 * supcon(feats, t["cls"].long())
+
+
+def time_reference(reference_dir: str, batch_windows: int, steps: int, warmup: int
+                   ) -> dict[str, Any]:
+  """The authors' MSSTGT in PyTorch (CPU threads = all cores), or why it was skipped."""
+  root = pathlib.Path(reference_dir).expanduser()
+  if not (root / "model.py").is_file():
+    return {"status": f"skipped: {root / 'model.py'} not found"}
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return {"status": "skipped: PyTorch is not installed (CPU wheel: pip install torch "
+                      "--index-url https://download.pytorch.org/whl/cpu)"}
+  note = []
+  try:
+    import timm  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:  # model.py imports timm's trunc_normal_ only for an unused _init_weights
+    stub = types.ModuleType("timm.models.layers")
+    stub.trunc_normal_ = torch.nn.init.trunc_normal_
+    sys.modules.setdefault("timm", types.ModuleType("timm"))
+    sys.modules.setdefault("timm.models", types.ModuleType("timm.models"))
+    sys.modules["timm.models.layers"] = stub
+    note.append("timm absent: stubbed trunc_normal_ (used only by the unused _init_weights)")
+  sys.path.insert(0, str(root))
+  try:
+    import model as ref  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    return {"status": f"skipped: cannot import {root / 'model.py'}: {e}"}
+  finally:
+    sys.path.remove(str(root))
+  from fes_jax.train import bench  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(270)
+  torch.set_num_threads(os.cpu_count() or 1)
+  net = ref.MSSTGT(seq_len=17, num_classes=10, dim=256, depth=4, heads=4, mlp_dim=256,
+                   dropout=0.1, emb_dropout=0.1)
+  host = bench.random_batch(batch_windows, 17, 10)
+  x = torch.from_numpy(host["features"].reshape((batch_windows, 17, 10, 2)))
+  x = x.permute(0, 3, 1, 2).contiguous()  # (N, C, T, V) as the reference reads
+  opt = torch.optim.AdamW(net.parameters(), lr=2e-4, betas=(0.7, 0.9), weight_decay=0.1)
+
+  def train_step():
+    out = net(x)
+    loss = _torch_loss(torch, out[0].reshape(batch_windows, 10),
+                       out[1].reshape(batch_windows, -1), host)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+  def measure(fn):
+    for _ in range(warmup):
+      fn()
+    times = []
+    for _ in range(steps):
+      t = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+  net.train()
+  train_s = measure(train_step)
+  net.eval()
+  with torch.no_grad():
+    infer_s = measure(lambda: net(x))
+  return {"status": "ok", "torch": torch.__version__, "threads": torch.get_num_threads(),
+          "params": sum(p.numel() for p in net.parameters()), "notes": note,
+          "train_samples_per_s": batch_windows / train_s,
+          "inference_samples_per_s": batch_windows / infer_s}
+
+
+def _fmt(x: Any, scale: float = 1.0, digits: int = 1) -> str:
+  return "-" if x is None else f"{x / scale:,.{digits}f}"
+
+
+def markdown(results: list[dict[str, Any]], peak: dict[str, Any],
+             reference: list[dict[str, Any]]) -> str:
+  peak_text = _fmt(peak["flops"], 1e9) + " GFLOP/s" if peak["flops"] else "unknown"
+  lines = [f"Device: {peak['device_kind']}; peak {peak_text} ({peak['source']}).", "",
+           "| model | batch | params | GFLOP/sample train / infer | train samples/s | "
+           "train GFLOP/s (% peak) | infer samples/s | infer GFLOP/s (% peak) | "
+           "compile s train / infer | XLA mem train MiB | peak RSS MiB |",
+           "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|"]
+  for r in results:
+    tr, inf = r["train"], r["inference"]
+
+    def share(s):
+      pct = "-" if s["share_of_peak"] is None else f"{100 * s['share_of_peak']:.0f}%"
+      return f"{_fmt(s['achieved_flops'], 1e9)} ({pct})"
+
+    mem = (tr["memory"] or {}).get("peak_estimate_bytes")
+    lines.append(
+        f"| {r['model']} | {r['batch']} | {r['params']:,} | "
+        f"{_fmt(tr['flops_per_sample'], 1e9, 3)} / {_fmt(inf['flops_per_sample'], 1e9, 3)} | "
+        f"{tr['samples_per_s']:.1f} | {share(tr)} | {inf['samples_per_s']:.1f} | "
+        f"{share(inf)} | {tr['compile_s']} / {inf['compile_s']} | {_fmt(mem, 2**20, 0)} | "
+        f"{_fmt(r['rss_bytes'], 2**20, 0)} |")
+  for ref in reference:
+    if ref["status"] == "ok":
+      lines.append(f"| PyTorch MSSTGT (reference) | {ref['batch']} | {ref['params']:,} | - | "
+                   f"{ref['train_samples_per_s']:.1f} | - | "
+                   f"{ref['inference_samples_per_s']:.1f} | - | - | - | - |")
+    else:
+      lines.append(f"\nPyTorch reference (batch {ref['batch']}): {ref['status']}")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=import-outside-toplevel
+  from fes_jax.models import ModelConfig  # pylint: disable=import-outside-toplevel
+  from fes_jax.train import bench  # pylint: disable=import-outside-toplevel
+
+  cfg = _CONFIG.value
+  dtype = _DTYPE.value or cfg.train.get("compute_dtype", "float32")
+  model_cfg = ModelConfig.from_mapping(cfg.model)
+  names = [m.strip() for m in (_MODELS.value or cfg.model.name).split(",") if m.strip()]
+  batches = [int(b) for b in _BATCHES.value.split(",") if b.strip()]
+  peak = bench.device_peak(dtype, _MATMUL.value)
+  results, reference = [], []
+  for name in names:
+    for batch in batches:
+      r = bench.benchmark_model(name, model_cfg, batch, compute_dtype=dtype,
+                                steps=_STEPS.value, warmup=_WARMUP.value,
+                                seed=int(cfg.train.get("seed", 0)), peak=peak["flops"])
+      r["rss_bytes"] = _rss_bytes()
+      results.append(r)
+      print(f"{name} batch {batch}: train {r['train']['samples_per_s']:.1f} samples/s, "
+            f"inference {r['inference']['samples_per_s']:.1f} samples/s", flush=True)
+  if _REFERENCE.value:
+    for batch in batches:
+      ref = time_reference(_REFERENCE.value, batch, _STEPS.value, _WARMUP.value)
+      ref["batch"] = batch
+      reference.append(ref)
+  table = markdown(results, peak, reference)
+  print(table)
+  report = {"device": peak["device_kind"], "platform": jax.devices()[0].platform,
+            "devices": jax.local_device_count(), "cpu_count": os.cpu_count(), "peak": peak,
+            "compute_dtype": dtype, "results": results, "reference": reference,
+            "note": "timings are medians of --steps steps after --warmup; other processes "
+                    "on the machine change them"}
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(json.dumps(report, indent=2, default=str) + "\n")
+  if _MARKDOWN.value:
+    pathlib.Path(_MARKDOWN.value).write_text(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
