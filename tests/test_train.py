@@ -145,7 +145,7 @@ def test_adamw_decays_only_kernels_and_lr_decays_per_epoch():
   cfg = state_lib.OptimizerConfig()
   tx, schedule = state_lib.make_optimizer(cfg, 5, params)
   zeros = jax.tree.map(jnp.zeros_like, params)
-  updates, _ = tx.update(zeros, tx.init(params), params)
+  updates, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(zeros, params)
   for (path, p), u in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(updates)):
     expected = -cfg.learning_rate * cfg.weight_decay * np.asarray(p) if \
         state_lib.is_decayed(path) else np.zeros_like(p)
@@ -172,16 +172,18 @@ def test_padded_windows_do_not_count_in_any_loss_term():
       mae_expr=(rng.random(n + pad) > 0.5).astype(np.float32),
       expr_class=rng.integers(0, 3, n + pad))
   weight = np.r_[np.ones(n), np.zeros(pad)].astype(np.float32)
-  total, terms = losses.spotting_loss((logits, feats), t, sample_weight_B=weight)
-  ref_total, ref_terms = losses.spotting_loss(
-      (logits[:n], feats[:n]), jax.tree.map(lambda x: x[:n], t))
+  loss = jax.jit(losses.spotting_loss)
+  total, terms = loss((logits, feats), t, sample_weight_B=weight)
+  ref_total, ref_terms = loss((logits[:n], feats[:n]), jax.tree.map(lambda x: x[:n], t))
   for k in ref_terms:
     assert float(terms[k]) == pytest.approx(float(ref_terms[k]), rel=1e-5), k
   assert float(total) == pytest.approx(float(ref_total), rel=1e-5)
-  grads = jax.grad(lambda f: losses.spotting_loss((logits, f), t, sample_weight_B=weight)[0])(
-      jnp.asarray(feats))
-  assert np.isfinite(np.asarray(grads)).all() and not np.asarray(grads)[n:].any()
-  empty = losses.spotting_loss((logits, feats), t, sample_weight_B=np.zeros(n + pad))[0]
+  grads = jax.jit(jax.grad(
+      lambda f, w: losses.spotting_loss((logits, f), t, sample_weight_B=w)[0]))
+  g = np.asarray(grads(jnp.asarray(feats), weight))
+  assert np.isfinite(g).all() and not g[n:].any()
+  assert np.isfinite(np.asarray(grads(jnp.asarray(feats), np.zeros(n + pad, np.float32)))).all()
+  empty = loss((logits, feats), t, sample_weight_B=np.zeros(n + pad, np.float32))[0]
   assert float(empty) == 0.0
 
 

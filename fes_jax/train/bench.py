@@ -166,7 +166,7 @@ def benchmark_model(name: str, model_cfg: ModelConfig, batch_windows: int, *,
   train_times = _time(run_train, steps, warmup)
 
   def infer(params_, rest_, x):
-    model = nnx.merge(graphdef_eval, step_lib._cast(params_, dtype), rest_)  # pylint: disable=protected-access
+    model = nnx.merge(graphdef_eval, step_lib.cast_floats(params_, dtype), rest_)
     return step_lib.probabilities(model(x.astype(dtype)).logits)
 
   x = step_lib.windows(batch)[0]

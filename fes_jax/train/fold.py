@@ -42,6 +42,7 @@ from fes_jax.train.checkpoint import FoldCheckpoints
 from fes_jax.train.metrics import MetricsWriter, to_python
 
 PREDICTIONS = "predictions.npz"
+_COMPILED: dict[Any, tuple[Any, Any]] = {}  # the compiled steps of the last configuration
 
 
 def fold_index(stage_name: str) -> int:
@@ -133,6 +134,10 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
   if info.expression_segments == 0:
     raise ValueError(f"fold {fold}: no training segment with an expression")
   steps = t.steps_per_epoch or math.ceil(info.expression_segments / t.batch_segments)
+  logging.info("fold %d: held out %s; %d training subjects (%d expression segments, %d steps "
+               "per epoch), validation subjects %s; %d devices", fold, held_out,
+               len(train_subjects), info.expression_segments, steps, val_subjects or "none",
+               mesh.devices.size)
 
   weights = LossWeights.from_mapping({**dict(t.loss), "macro_ratio": t.mae_weight})
   dtype = step_lib.COMPUTE_DTYPES[t.compute_dtype]
@@ -141,16 +146,23 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
   opt_cfg = state_lib.OptimizerConfig.from_mapping(t)
   tx, schedule = state_lib.make_optimizer(opt_cfg, steps, params)
   state = mesh_lib.replicate(state_lib.init_state(params, rest, tx), mesh)
-  train_step = step_lib.jit_train_step(mesh, graphdef=graphdef, tx=tx, schedule=schedule,
-                                       weights=weights, compute_dtype=dtype)
-  eval_step = step_lib.jit_eval_step(mesh, graphdef=graphdef_eval, weights=weights,
-                                     compute_dtype=dtype)
   batches = data_lib.train_batches(builder, train_split, batch_segments=t.batch_segments,
                                    seed=t.seed, num_nodes=model_cfg.num_nodes, mesh=mesh)
   compile_start = time.perf_counter()
-  abstract = data_lib.abstract_batch(builder, batch_segments=t.batch_segments,
-                                     num_nodes=model_cfg.num_nodes, mesh=mesh)
-  train_step = train_step.lower(state, abstract).compile()
+  # Folds of one run whose programs are identical (same model, optimizer, steps per epoch,
+  # batch and mesh) share the compiled steps: parameters and data are inputs, not constants.
+  key = (config.model.name, model_cfg, opt_cfg, steps, weights, t.compute_dtype, mesh,
+         t.batch_segments, eval_segments, window, int(builder.info.metadata["segment_length"]))
+  if key not in _COMPILED:
+    train_jit = step_lib.jit_train_step(mesh, graphdef=graphdef, tx=tx, schedule=schedule,
+                                        weights=weights, compute_dtype=dtype)
+    abstract = data_lib.abstract_batch(builder, batch_segments=t.batch_segments,
+                                       num_nodes=model_cfg.num_nodes, mesh=mesh)
+    _COMPILED.clear()  # keep one entry: a run's folds use one configuration
+    _COMPILED[key] = (train_jit.lower(state, abstract).compile(),
+                      step_lib.jit_eval_step(mesh, graphdef=graphdef_eval, weights=weights,
+                                             compute_dtype=dtype))
+  train_step, eval_step = _COMPILED[key]
   compile_seconds = time.perf_counter() - compile_start
 
   validate = None

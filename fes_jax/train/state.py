@@ -13,7 +13,7 @@ definition (static, one per train / eval mode) and ``params`` (``nnx.Param``) + 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from flax import nnx
 import jax
@@ -143,13 +143,3 @@ def init_state(params: nnx.State, rest: nnx.State,
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
                     opt_state=tx.init(params), bad_steps=jnp.zeros((), jnp.int32),
                     skipped=jnp.zeros((), jnp.int32))
-
-
-def abstract_like(tree: Any) -> Any:
-  """``jax.ShapeDtypeStruct`` leaves (with shardings) of a pytree of arrays."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                     sharding=getattr(x, "sharding", None)),
-                      tree)
-
-
-StepFn = Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]

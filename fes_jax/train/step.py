@@ -26,7 +26,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from fes_jax import losses
 from fes_jax.models import ModelOutput
@@ -61,7 +61,8 @@ def probabilities(logits_NxO: jax.Array) -> jax.Array:
                           jax.nn.sigmoid(logits[:, losses.ME_APEX:])], axis=-1)
 
 
-def _cast(tree: Any, dtype: Any) -> Any:
+def cast_floats(tree: Any, dtype: Any) -> Any:
+  """Floating leaves of ``tree`` cast to ``dtype`` (a no-op for float32)."""
   if dtype == jnp.float32:
     return tree
   return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
@@ -71,7 +72,7 @@ def _cast(tree: Any, dtype: Any) -> Any:
 def _forward(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, x: jax.Array,
              dtype: Any) -> tuple[ModelOutput, nnx.State]:
   """The model on x; returns float32 outputs and the model's new non-parameter state."""
-  model = nnx.merge(graphdef, _cast(params, dtype), rest, copy=True)
+  model = nnx.merge(graphdef, cast_floats(params, dtype), rest, copy=True)
   out = model(x.astype(dtype))
   out = ModelOutput(out.logits.astype(jnp.float32), out.features.astype(jnp.float32))
   return out, nnx.state(model, nnx.Not(nnx.Param))
@@ -100,7 +101,7 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
     return total, (terms, new_rest)
 
   (loss, (terms, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -130,7 +131,8 @@ def eval_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
   x, targets, valid = windows(batch)
   out, _ = _forward(graphdef, state.params, state.rest, x, compute_dtype)
   s, l = batch["valid"].shape
-  expressive = jnp.repeat(batch["has_expression"].astype(jnp.float32), l, total_repeat_length=s * l)
+  expressive = jnp.repeat(batch["has_expression"].astype(jnp.float32), l,
+                          total_repeat_length=s * l)
   weight = valid * expressive
   total, terms = losses.spotting_loss(out, targets, weights, weight)
   return {"probs": probabilities(out.logits), "loss": total, **terms,
@@ -147,15 +149,11 @@ def jit_train_step(mesh: Mesh, **kwargs: Any) -> Callable[[TrainState, Batch], A
 def jit_eval_step(mesh: Mesh, **kwargs: Any) -> Callable[[TrainState, Batch], Any]:
   """``eval_step`` jitted for ``mesh``: probabilities stay sharded over windows."""
   repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-
-  def run(state, batch):
-    out = eval_step(state, batch, **kwargs)
-    return out
-
   out_shardings = {"probs": data, "loss": repl, "weight": repl,
                    **{k: repl for k in ("me_apex", "mae_apex", "me_expr", "mae_expr",
                                         "me_onoff", "mae_onoff", "supcon")}}
-  return jax.jit(run, in_shardings=(repl, data), out_shardings=out_shardings)
+  return jax.jit(functools.partial(eval_step, **kwargs), in_shardings=(repl, data),
+                 out_shardings=out_shardings)
 
 
 def step_batch(batch: dict[str, Any], num_nodes: int) -> dict[str, Any]:
@@ -168,8 +166,3 @@ def step_batch(batch: dict[str, Any], num_nodes: int) -> dict[str, Any]:
   if features.shape[-2] != num_nodes:
     out["features"] = features[..., :num_nodes, :]
   return out
-
-
-def batch_shardings(mesh: Mesh) -> NamedSharding:
-  """The sharding every batch entry gets (leading segment axis over 'data')."""
-  return NamedSharding(mesh, P(mesh_lib.DATA_AXIS))
