@@ -100,6 +100,9 @@ def preprocess_config(**overrides: Any) -> ml_collections.ConfigDict:
       "reduction": "mdmo",  # paper; 'top_magnitude' (Zhao), 'four_bin' (AUW-GCN)
       "head_motion": "paper",  # nose-box mean shift; 'zhao' (iterative + subtract), 'none'
       "temporal": "sw_mro",  # or 'adjacent': flow between adjacent frames (Table III baseline)
+      # Optical flow: 'farneback' (exact mode, as the reference) or 'dis' (fast mode, about
+      # 3x faster in tools/benchmark_preprocess.py, different numbers: see README).
+      "flow_method": "farneback",
       # 'dlib' (detect, track, re-detect) or 'file': <landmarks_root>/<frame folder>.npy|.csv
       # (the synthetic ground truth, or your own / OpenFace landmarks).
       "landmarks": "dlib",
@@ -135,7 +138,9 @@ def train_config(**overrides: Any) -> ml_collections.ConfigDict:
       "seed": 270,
       "mae_weight": 0.5,  # m: 0.5 CAS(ME)^2 / CAS(ME)^3, 0.55 SAMM-LV
       # Model selection never looks at the held-out subject: 'last_epoch' or 'validation'
-      # (a validation subset of the training subjects). 'oracle' is the papers' protocol.
+      # (a validation subset of the training subjects). 'oracle' is the papers' protocol
+      # (the epoch with the best F1 on the held-out subject itself: optimistic, for
+      # comparison with published numbers only); its outputs are named *_oracle and say so.
       "selection": "last_epoch",
       # selection='validation': this many training subjects (a seeded choice) are held out
       # of training; the epoch with the lowest loss on their expression segments is kept.

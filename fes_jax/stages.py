@@ -108,7 +108,7 @@ def sw_mro_config(ctx: Context):
   p = ctx.config.preprocess
   return SwMroConfig(window=p.window, face_size=p.face_size, face_box=p.face_box,
                      roi_set=p.roi_set, reduction=p.reduction, head_motion=p.head_motion,
-                     temporal=p.temporal)
+                     temporal=p.temporal, flow_method=p.flow_method)
 
 
 def landmark_settings(ctx: Context) -> tuple[str, str | None]:

@@ -40,8 +40,16 @@ def _fake_train(ctx):
     frames.append(np.arange(1, v.num_frames + 1))
   d = eval_stages.fold_dir(ctx, k)
   d.mkdir(parents=True, exist_ok=True)
-  np.savez(d / "predictions.npz", probs=np.concatenate(probs), video=np.array(videos),
-           frame_numbers=np.concatenate(frames).astype(np.int32))
+  probs = np.concatenate(probs)
+  frames = np.concatenate(frames).astype(np.int32)
+  np.savez(d / "predictions.npz", probs=probs, video=np.array(videos), frame_numbers=frames)
+  if ctx.config.train.selection == "oracle":  # epoch 2 is perfect, epochs 1 and 3 spot nothing
+    (d / "oracle").mkdir()
+    nothing = probs.copy()
+    nothing[:, [postprocess.CHANNELS[t]["apex"] for t in ("me", "mae")]] = 0.0
+    for epoch, p in ((1, nothing), (2, probs), (3, nothing)):
+      np.savez(d / f"oracle/epoch_{epoch:03d}.npz", probs=p, video=np.array(videos),
+               frame_numbers=frames)
   (d / "metrics.json").write_text(json.dumps({"epochs": [{"epoch": 1, "train_loss": 2.0},
                                                          {"epoch": 2, "train_loss": 1.5}]}))
   return {}
@@ -86,6 +94,11 @@ def test_stages_spot_score_and_report(tmp_path, monkeypatch, selection):
   assert (s["mae"]["tp"], s["mae"]["fp"], s["mae"]["fn"]) == (1, 0, 1)
   assert metrics["ground_truth"] == {"mae": 2, "me": 2, "overall": 4}
   assert metrics["oracle"] == (selection == "oracle")
+  if selection == "oracle":
+    # Subject 2's only expression cannot be found: F1 0 at every epoch, the tie goes to the
+    # earliest epoch.
+    assert [f["oracle_epoch"] for f in metrics["folds"]] == [2, 1]
+    assert metrics["folds"][0]["oracle_f1_per_epoch"]["1"] == 0.0
   with open(work / f"results/submission{sfx}.csv") as f:
     rows = list(csv.DictReader(f))
   assert {(r["vid"], r["onset"], r["offset"], r["type"]) for r in rows} >= {
@@ -93,5 +106,6 @@ def test_stages_spot_score_and_report(tmp_path, monkeypatch, selection):
   report = (work / f"results/report{sfx}.md").read_text()
   assert "| TP | 1 | 1 | 2 |" in report and "| F1-score | 0.6667 | 0.6667 | 0.6667 |" in report
   assert ("ORACLE" in report) == (selection == "oracle")
+  assert ("oracle epoch 2" in report) == (selection == "oracle")
   assert (work / f"results/training_curves{sfx}.png").stat().st_size > 1000
   assert len(list((work / "results/plots").glob("*.png"))) == 3

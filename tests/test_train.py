@@ -354,8 +354,29 @@ def test_validation_selection_never_uses_the_held_out_subject(records, tmp_path)
   hist = metrics.read_json(tmp_path / "val/metrics.json")
   val = [e["val_loss"] for e in hist["epochs"]]
   assert record["selected_epoch"] == 1 + int(np.argmin(val))
-  with pytest.raises(ValueError, match="oracle"):
-    fold.run_fold(_config(selection="oracle"), records, "a", tmp_path / "oracle")
+
+
+def test_oracle_selection_keeps_every_epochs_held_out_predictions(records, tmp_path):
+  """The papers' protocol only when named: trains exactly as 'last_epoch' (same final
+  predictions) and also keeps each epoch's held-out predictions for the evaluate stage."""
+  cfg = _config(epochs=2, steps_per_epoch=2)
+  last = fold.run_fold(cfg, records, "a", tmp_path / "last")
+  cfg.train.selection = "oracle"
+  oracle = fold.run_fold(cfg, records, "a", tmp_path / "oracle")
+  assert oracle["selection"] == "oracle" and oracle["oracle_predictions"] == "oracle"
+  assert last["oracle_predictions"] is None and not (tmp_path / "last/oracle").exists()
+  assert sorted(p.name for p in (tmp_path / "oracle/oracle").iterdir()) == [
+      "epoch_001.npz", "epoch_002.npz"]
+  with np.load(tmp_path / "oracle/oracle/epoch_002.npz") as e2, \
+       np.load(tmp_path / "oracle/predictions.npz") as final, \
+       np.load(tmp_path / "last/predictions.npz") as honest, \
+       np.load(tmp_path / "oracle/oracle/epoch_001.npz") as e1:
+    np.testing.assert_array_equal(e2["probs"], final["probs"])
+    np.testing.assert_array_equal(final["probs"], honest["probs"])
+    assert not np.array_equal(e1["probs"], e2["probs"])
+    assert set(e1["video"].astype(str)) == {"a_v"}  # the held-out subject's video only
+  hist = metrics.read_json(tmp_path / "oracle/metrics.json")
+  assert all("oracle_test_loss" in e for e in hist["epochs"])
 
 
 def _fake_preprocess(ctx):

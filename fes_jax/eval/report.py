@@ -43,7 +43,9 @@ def markdown(*, title: str, scores: dict, ground_truth: dict[str, int], folds: S
           "| fold | subject | MaE TP/FP/FN | ME TP/FP/FN | overall F1 |", "|---|---|---|---|---|"]
   for k, f in enumerate(folds):
     c = f["counts"]
-    out.append(f"| {k} | {f['subject']} | {c['mae']['tp']}/{c['mae']['fp']}/{c['mae']['fn']} | "
+    subject = f["subject"] + (f" (oracle epoch {f['oracle_epoch']})" if "oracle_epoch" in f
+                              else "")
+    out.append(f"| {k} | {subject} | {c['mae']['tp']}/{c['mae']['fp']}/{c['mae']['fn']} | "
                f"{c['me']['tp']}/{c['me']['fp']}/{c['me']['fn']} | "
                f"{f['scores']['overall']['f1']:.4f} |")
   out += ["", "## Settings", ""] + [f"- {k}: `{v}`" for k, v in settings.items()]

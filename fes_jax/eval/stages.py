@@ -5,7 +5,9 @@
 - aggregate: counts summed over folds -> ``results/metrics.json``; every fold's intervals in
   the original frame numbering -> ``results/submission.csv`` (MEGC ``vid,onset,offset,type``).
 - report: ``results/report.md`` (Table VII layout), plots per video, training curves.
-With ``train.selection == 'oracle'`` every output carries "oracle" in its name and content.
+With ``train.selection == 'oracle'`` (the papers' protocol) evaluate scores every epoch's
+held-out predictions (``folds/fold_XXX/oracle/epoch_XXX.npz``), keeps the epoch with the
+best overall F1 per fold, and every output carries "oracle" in its name and content.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 from fes_jax.context import Context, write_json_atomic
 from fes_jax.eval import megc, report as report_lib, spotting, submission
 from fes_jax.eval.megc import Span
+
+ORACLE_DIR = "oracle"  # fes_jax.train.fold.ORACLE_DIR (not imported: keeps eval free of JAX)
 
 
 def _oracle(ctx: Context) -> bool:
@@ -44,13 +48,43 @@ def evaluate(ctx: Context) -> dict[str, Any]:
   out = []
   for k, subject in enumerate(_subjects(ctx)):
     d = fold_dir(ctx, k)
-    result, spans = spotting.evaluate_fold(dataset, subject, d / "predictions.npz",
-                                           ctx.config.eval)
+    if _oracle(ctx):
+      result, spans = _oracle_fold(dataset, subject, d, ctx.config.eval)
+    else:
+      result, spans = spotting.evaluate_fold(dataset, subject, d / "predictions.npz",
+                                             ctx.config.eval)
     result["selection"] = ctx.config.train.selection
     write_json_atomic(d / f"eval{_suffix(ctx)}.json", result)
     submission.write_csv(d / f"intervals{_suffix(ctx)}.csv", spans)
     out.append({"fold": k, "subject": subject, "f1": result["scores"]["overall"]["f1"]})
   return {"folds": out}
+
+
+def oracle_predictions(d: pathlib.Path) -> dict[int, pathlib.Path]:
+  """``{epoch: path}`` of a fold's per-epoch held-out predictions (oracle protocol)."""
+  paths = sorted((d / ORACLE_DIR).glob("epoch_*.npz"))
+  return {int(p.stem.removeprefix("epoch_")): p for p in paths}
+
+
+def _oracle_fold(dataset, subject: str, d: pathlib.Path,
+                 eval_cfg: Any) -> tuple[dict[str, Any], list[Span]]:
+  """The papers' oracle: the epoch whose predictions score the best overall F1 on the
+  held-out subject itself (ties: the earliest epoch)."""
+  epochs = oracle_predictions(d)
+  if not epochs:
+    raise FileNotFoundError(f"{d / ORACLE_DIR}: no per-epoch predictions; the oracle "
+                            "selection needs a fold trained with train.selection='oracle'")
+  best = None
+  per_epoch = {}
+  for epoch, path in epochs.items():
+    result, spans = spotting.evaluate_fold(dataset, subject, path, eval_cfg)
+    per_epoch[epoch] = result["scores"]["overall"]["f1"]
+    if best is None or per_epoch[epoch] > best[0]["scores"]["overall"]["f1"]:
+      best = (result, spans, epoch)
+  result, spans, epoch = best
+  result.update(oracle_epoch=epoch, oracle_f1_per_epoch=per_epoch,
+                note="ORACLE: epoch chosen on the held-out subject's own F1")
+  return result, spans
 
 
 def aggregate(ctx: Context) -> dict[str, Any]:
@@ -90,7 +124,9 @@ def report(ctx: Context) -> dict[str, Any]:
     if budget == 0:
       break
     d = fold_dir(ctx, k)
-    preds = spotting.load_predictions(d / "predictions.npz")
+    path = (oracle_predictions(d)[f["oracle_epoch"]] if _oracle(ctx)
+            else d / "predictions.npz")
+    preds = spotting.load_predictions(path)
     spans = submission.read_csv(d / f"intervals{_suffix(ctx)}.csv")
     for video, p in preds.items():
       if budget != -1 and len(plots) >= budget:

@@ -9,7 +9,11 @@ For fold k (stage ``train_fold<k>``, held-out subject ``stages.fold_subjects(ctx
 2. :func:`fes_jax.train.loop.fit`: AdamW, per-epoch lr decay, NaN guard, an orbax
    checkpoint per epoch, automatic resume, metrics (TensorBoard + JSON);
 3. model selection without the held-out subject: the last epoch, or the best validation
-   loss (validation subjects drawn from the training subjects);
+   loss (validation subjects drawn from the training subjects). Only the explicitly named
+   ``train.selection='oracle'`` (the papers' protocol) looks at the held-out subject: it
+   trains as 'last_epoch' and also predicts the held-out subject after every epoch into
+   ``oracle/epoch_XXX.npz``; the evaluate stage picks the epoch with the best test F1 and
+   every output made that way says "oracle";
 4. inference on the held-out subject (every segment, eval mode): per-window probabilities
    with video and frame numbers -> ``predictions.npz`` (the evaluate stage's input).
 
@@ -42,6 +46,10 @@ from fes_jax.train.checkpoint import FoldCheckpoints
 from fes_jax.train.metrics import MetricsWriter, to_python
 
 PREDICTIONS = "predictions.npz"
+# The papers' protocol: every epoch's predictions of the held-out subject, kept here; the
+# evaluate stage picks the epoch with the best test F1 and labels every output "oracle".
+ORACLE_DIR = "oracle"
+SELECTIONS = loop.SELECTIONS + ("oracle",)
 _COMPILED: dict[Any, tuple[Any, Any]] = {}  # the compiled steps of the last configuration
 
 
@@ -117,11 +125,8 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
   if window != model_cfg.seq_len:
     raise ValueError(f"the records hold {window}-frame windows but model.seq_len is "
                      f"{model_cfg.seq_len}; set preprocess.window and model.seq_len alike")
-  if t.selection == "oracle":
-    raise ValueError("train.selection='oracle' (picking epochs on the held-out subject) is "
-                     "left to the evaluation issue; use 'last_epoch' or 'validation'")
-  if t.selection not in loop.SELECTIONS:
-    raise ValueError(f"train.selection must be one of {loop.SELECTIONS}, got {t.selection!r}")
+  if t.selection not in SELECTIONS:
+    raise ValueError(f"train.selection must be one of {SELECTIONS}, got {t.selection!r}")
   subjects = sorted(data_lib.subject_splits(builder))
   if held_out not in subjects:
     raise ValueError(f"held-out subject {held_out!r} has no records; known: {subjects}")
@@ -176,6 +181,24 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
                                         video_ids={v: i for i, v in enumerate(val_videos)})
       return data_lib.predict(lambda b: eval_step(s, b), batches_v, val_videos)[1]
 
+  test_split = data_lib.join_splits([held_out])
+  test_videos = data_lib.split_info(builder, test_split).videos
+
+  def predict_held_out(s):
+    test_batches = data_lib.eval_batches(builder, test_split, batch_segments=eval_segments,
+                                         num_nodes=model_cfg.num_nodes, mesh=mesh,
+                                         video_ids={v: i for i, v in enumerate(test_videos)})
+    return data_lib.predict(lambda b: eval_step(s, b), test_batches, test_videos)
+
+  observe = None
+  if t.selection == "oracle":
+    def observe(epoch, s):
+      preds, test_losses = predict_held_out(s)
+      if mesh_lib.is_writer():
+        data_lib.save_predictions(out_dir / ORACLE_DIR / f"epoch_{epoch:03d}.npz", preds,
+                                  subject=held_out, epoch=epoch, selection="oracle")
+      return {"test_" + k: v for k, v in test_losses.items()}
+
   extra = {"fold": fold, "held_out": held_out, "selection": t.selection,
            "train_subjects": train_subjects, "validation_subjects": val_subjects,
            "steps_per_epoch": steps, "batch_segments": t.batch_segments}
@@ -185,20 +208,15 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
   try:
     result = loop.fit(state, train_step=train_step, train_batches=batches,
                       cfg=loop.FitConfig(epochs=t.epochs, steps_per_epoch=steps,
-                                         selection=t.selection, max_bad_steps=t.max_bad_steps),
+                                         selection="last_epoch" if t.selection == "oracle"
+                                         else t.selection, max_bad_steps=t.max_bad_steps),
                       checkpoints=checkpoints, writer=writer, validate=validate,
-                      extra_json=extra, on_epoch_end=on_epoch_end)
+                      observe=observe, extra_json=extra, on_epoch_end=on_epoch_end)
   finally:
     checkpoints.close()
     writer.close()
 
-  test_split = data_lib.join_splits([held_out])
-  test_videos = data_lib.split_info(builder, test_split).videos
-  test_batches = data_lib.eval_batches(builder, test_split, batch_segments=eval_segments,
-                                       num_nodes=model_cfg.num_nodes, mesh=mesh,
-                                       video_ids={v: i for i, v in enumerate(test_videos)})
-  preds, _ = data_lib.predict(lambda b: eval_step(result.selected, b), test_batches,
-                              test_videos)
+  preds, _ = predict_held_out(result.selected)
   if mesh_lib.is_writer():
     data_lib.save_predictions(out_dir / PREDICTIONS, preds, subject=held_out,
                               epoch=result.selected_epoch, selection=t.selection)
@@ -214,6 +232,7 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
       "devices": int(mesh.devices.size), "processes": jax.process_count(),
       "device_kind": jax.devices()[0].device_kind, "compute_dtype": t.compute_dtype,
       "test_windows": int(preds["probs"].shape[0]), "predictions": PREDICTIONS,
+      "oracle_predictions": ORACLE_DIR if t.selection == "oracle" else None,
       "fold_seconds": round(time.time() - start, 2)}
   if mesh_lib.is_writer():
     write_json_atomic(out_dir / "fold.json", to_python(record))

@@ -93,6 +93,7 @@ def fit(state: TrainState, *, train_step: Callable[[TrainState, Any], tuple[Trai
         train_batches: Callable[[int], Iterable[Any]], cfg: FitConfig,
         checkpoints: FoldCheckpoints | None, writer: MetricsWriter,
         validate: Callable[[TrainState], dict[str, float]] | None = None,
+        observe: Callable[[int, TrainState], dict[str, float]] | None = None,
         extra_json: dict[str, Any] | None = None,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
   """Trains ``cfg.epochs`` epochs, resuming from the latest checkpoint when there is one.
@@ -105,6 +106,9 @@ def fit(state: TrainState, *, train_step: Callable[[TrainState, Any], tuple[Trai
     checkpoints: where to save every epoch and resume from (None: no checkpoints).
     writer: TensorBoard + JSON metrics (per epoch).
     validate: ``state -> {"loss": ..., ...}`` on the validation subjects (selection).
+    observe: ``(epoch, state) -> {name: value}`` after every epoch, recorded as
+      ``oracle_<name>``; it never influences training or selection (the oracle protocol
+      predicts the held-out subject here and selects later, in the evaluate stage).
     extra_json: fixed fields written into the metrics JSON beside ``epochs``.
     on_epoch_end: called after an epoch is saved, with (epoch, record) (tests stop here).
   """
@@ -142,6 +146,8 @@ def fit(state: TrainState, *, train_step: Callable[[TrainState, Any], tuple[Trai
       record.update({f"val_{k}": float(v) for k, v in val.items()})
       if cfg.selection == "validation" and val["loss"] < best_loss:
         best, best_epoch, best_loss = _snapshot(state), epoch, float(val["loss"])
+    if observe is not None:
+      record.update({f"oracle_{k}": float(v) for k, v in observe(epoch, state).items()})
     if cfg.selection == "last_epoch":
       best_epoch = epoch
     record["selected_epoch"] = best_epoch
