@@ -14,6 +14,7 @@ import dataclasses
 from typing import Sequence
 
 from flax import nnx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -66,8 +67,34 @@ FACE_HIERARCHY = FacialHierarchy(
 )
 
 
+@jax.custom_vjp
+def max_nodes(x_BxTxVxC: jnp.ndarray) -> jnp.ndarray:
+  """``max`` over axis -2 whose gradient goes to the (first) argmax, as PyTorch's
+  ``x.max(dim)``.
+
+  Not ``jnp.max``'s own gradient: that one finds the maximum again by an equality test
+  ``x == max(x)``, and XLA may recompute ``x`` in the backward pass with different rounding
+  (it does on CPU, jaxlib 0.10.2, in SpotFormer's BatchNorm -> max -> BatchNorm: the gradients
+  of every layer before the first FLGP came out ~50 % wrong; see
+  tests/test_train.py::test_xla_cpu_max_gradient_bug). The index is computed once here.
+  """
+  return jnp.max(x_BxTxVxC, axis=-2)
+
+
+def _max_nodes_fwd(x):
+  return jnp.max(x, axis=-2), (jnp.argmax(x, axis=-2), x.shape[-2])
+
+
+def _max_nodes_bwd(res, g_BxTxC):
+  idx_BxTxC, n = res
+  return (jax.nn.one_hot(idx_BxTxC, n, axis=-2, dtype=g_BxTxC.dtype) * g_BxTxC[..., None, :],)
+
+
+max_nodes.defvjp(_max_nodes_fwd, _max_nodes_bwd)
+
+
 def flgp(x_BxTxVxC: jnp.ndarray, groups: Sequence[tuple[int, int]]) -> jnp.ndarray:
-  """Facial local graph pooling: max over each node group.
+  """Facial local graph pooling: max over each node group (gradient to the argmax).
 
   Args:
     x_BxTxVxC: node features, nodes on axis -2 (any leading axes).
@@ -76,7 +103,7 @@ def flgp(x_BxTxVxC: jnp.ndarray, groups: Sequence[tuple[int, int]]) -> jnp.ndarr
   Returns:
     x_BxTxGxC with G = len(groups).
   """
-  pooled = [jnp.max(x_BxTxVxC[..., s:e, :], axis=-2) for s, e in groups]
+  pooled = [max_nodes(x_BxTxVxC[..., s:e, :]) for s, e in groups]
   return jnp.stack(pooled, axis=-2)
 
 
