@@ -20,15 +20,5 @@ from fes_jax import config_lib
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, preset="default", seed=0, epochs=100, subjects=0, videos=0,
-                              frames=0)
-  cfg = config_lib.ml_collections.ConfigDict()
-  cfg.dataset = config_lib.dataset_config(
-      "synthetic", synthetic={"preset": args.preset, "seed": args.seed, "workers": 2,
-                              "num_subjects": args.subjects, "videos_per_subject": args.videos,
-                              "num_frames": args.frames})
-  cfg.preprocess = config_lib.preprocess_config()
-  cfg.model = config_lib.spotformer_model_config()
-  cfg.train = config_lib.train_config(epochs=args.epochs)
-  cfg.eval = config_lib.eval_config()
-  cfg.loso = config_lib.loso_config()
-  return cfg
+                              frames=0, selection="last_epoch")
+  return config_lib.spotting_config("synthetic", config_lib.spotformer_model_config(), args)

@@ -123,7 +123,57 @@ def spotformer_model_config() -> ml_collections.ConfigDict:
       "dim": 256, "heads": 4, "dim_head": 64, "mlp_dim": 256,
       "dropout": 0.1, "emb_dropout": 0.1,
       "norm": "batch",  # 'layer' as an option
+      # Paral-ST only: True is the paper's "Paral-ST (no addi. para.)" (shared temporal
+      # layers, fusion without CNN: SpotFormer's parameter budget).
+      "paral_shared": False,
   })
+
+
+def spot_gcn_model_config() -> ml_collections.ConfigDict:
+  """SpoT-GCN (SpotFormer's predecessor) at the reference configuration: 71,474 parameters."""
+  return ml_collections.ConfigDict({
+      "name": "spot_gcn",
+      "seq_len": 17, "num_nodes": 10, "num_classes": 10,
+      "gcn_hidden": 64, "gcn_kernels": (3, 5, 5, 7),
+      "gcn_data_bn": False,  # the reference declares its input BatchNorm but never applies it
+      "norm": "batch",
+  })
+
+
+# Per real dataset: MaE loss ratio m (reference) and the reference's epochs.
+DATASET_DEFAULTS = {"casme2": {"mae_weight": 0.5, "epochs": 100},
+                    "samm_lv": {"mae_weight": 0.55, "epochs": 100},
+                    "casme3": {"mae_weight": 0.5, "epochs": 90}}
+
+
+def spotting_config(dataset: str, model: ml_collections.ConfigDict,
+                    args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The whole config of a LOSO spotting run (configs/spotformer_*.py, spot_gcn.py, ...).
+
+  ``dataset``: 'synthetic' (generated in the workdir, sized by ``args.preset``,
+  ``args.seed``, ``args.subjects``, ``args.videos``, ``args.frames``) or a real dataset name.
+  ``args.epochs`` (0: the dataset's default) and ``args.selection`` are read when present.
+  """
+  epochs = args.get("epochs", 0) or DATASET_DEFAULTS.get(dataset, {"epochs": 100})["epochs"]
+  cfg = ml_collections.ConfigDict()
+  if dataset == "synthetic":
+    cfg.dataset = dataset_config(
+        "synthetic", synthetic={"preset": args.preset, "seed": args.seed, "workers": 2,
+                                "num_subjects": args.subjects,
+                                "videos_per_subject": args.videos, "num_frames": args.frames})
+    mae_weight = 0.5
+  elif dataset in DATASET_DEFAULTS:
+    cfg.dataset = dataset_config(dataset)
+    mae_weight = DATASET_DEFAULTS[dataset]["mae_weight"]
+  else:
+    raise ValueError(f"unknown dataset {dataset!r}; known: synthetic, {sorted(DATASET_DEFAULTS)}")
+  cfg.preprocess = preprocess_config()
+  cfg.model = model
+  cfg.train = train_config(epochs=epochs, mae_weight=mae_weight,
+                           selection=args.get("selection", "last_epoch"))
+  cfg.eval = eval_config()
+  cfg.loso = loso_config()
+  return cfg
 
 
 def train_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -151,6 +201,15 @@ def train_config(**overrides: Any) -> ml_collections.ConfigDict:
       # Steps per epoch; 0 = ceil(training segments with an expression / batch_segments).
       # Each epoch reads a fresh shuffle seeded by (seed, epoch), repeated as needed.
       "steps_per_epoch": 0,
+      # Fold-parallel training (fes_jax/train/parallel.py): 0 = one fold at a time; K > 1 =
+      # the folds of a run in groups of K, each group one jitted program (per-fold states
+      # stacked, the step vmapped over them, batches sharded over the devices); -1 = every
+      # fold in one group. A group's checkpoints: <workdir>/folds/group_<first>_<last>/;
+      # its folds' outputs are those of sequential folds. Results equal sequential folds
+      # only with a fixed steps_per_epoch: in auto mode (0) a group takes the largest of its
+      # folds' step counts for every fold. Selection: 'last_epoch' or 'oracle' ('validation'
+      # is refused). A single-fold run (--fold=k) trains fold k alone.
+      "fold_parallel": 0,
       # Inference batch (segments) for validation and the held-out subject; 0 = batch_segments.
       "eval_batch_segments": 0,
       # Loss hyper-parameters (fes_jax/losses.py LossWeights; m is mae_weight above).

@@ -17,6 +17,7 @@ processes run the same number of steps.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Iterable, Mapping
 
@@ -30,6 +31,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from fes_jax.data import tfrecords
 
 Batch = dict[str, Any]
+
+
+class _DeliberateShuffleFilter(logging.Filter):
+  """Drops tfds's per-call warning that shuffled reading of our ordered records is not in
+  order (we shuffle training reads on purpose; evaluation reads stay ordered and guarded)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "will not be read in order because `shuffle_files=True`" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DeliberateShuffleFilter())
 
 
 def process_split(split: str, process_index: int, process_count: int) -> Any:

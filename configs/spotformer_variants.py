@@ -1,0 +1,37 @@
+"""SpotFormer's architecture variants (paper Table IV), LOSO on any supported dataset.
+
+Run (synthetic, the demo's size):
+  python -m fes_jax.main --config=configs/spotformer_variants.py:variant=seq_st,subjects=4,videos=1,frames=600,epochs=30 \
+      --workdir=workdir/seq_st
+On a real dataset (paths as in configs/spotformer_casme2.py):
+  python -m fes_jax.main --config=configs/spotformer_variants.py:variant=paral_st,dataset=casme2 \
+      --workdir=workdir/paral_st_casme2 --config.dataset.annotations=... --config.dataset.frames_root=...
+
+Config args (after ':'): variant = simul_st (SpotFormer itself) | seq_st | simul_ts |
+paral_st | paral_st_shared (the paper's "Paral-ST (no addi. para.)"); dataset = synthetic |
+casme2 | samm_lv | casme3; epochs (0: the dataset's default, 100 for synthetic); selection;
+for synthetic also preset, seed, subjects, videos, frames (as configs/spotformer_synthetic.py).
+Parameters: 3,168,778 for every variant but paral_st (9,088,522; own design: the paper
+publishes no code for it).
+
+Expected result: every stage runs and writes <workdir>/results/report.md. The paper's
+overall F1 (oracle protocol) on SAMM-LV / CAS(ME)^2: Simul-ST 0.4401 / 0.4841, Seq-ST
+0.4367 / 0.4630, Paral-ST 0.4139 / 0.5054, Paral-ST (no addi. para.) 0.3964 / 0.4794,
+Simul-TS 0.4321 / 0.4733. Measured on the synthetic data here: see README ("Variants").
+"""
+
+from fes_jax import config_lib
+
+VARIANTS = ("simul_st", "seq_st", "simul_ts", "paral_st", "paral_st_shared")
+
+
+def get_config(arg=None):
+  args = config_lib.parse_arg(arg, variant="seq_st", dataset="synthetic", preset="default",
+                              seed=0, epochs=0, subjects=0, videos=0, frames=0,
+                              selection="last_epoch")
+  if args.variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}, got {args.variant!r}")
+  model = config_lib.spotformer_model_config()
+  model.variant = "paral_st" if args.variant == "paral_st_shared" else args.variant
+  model.paral_shared = args.variant == "paral_st_shared"
+  return config_lib.spotting_config(args.dataset, model, args)
