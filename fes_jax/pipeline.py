@@ -80,7 +80,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
       logging.info("single-fold run (fold %d): leaving %s to the run over all folds",
                    fold, stage.name)
       continue
-    names = ([f"{stage.name}_fold{k:03d}" for k in _folds(ctx, fold)] if stage.per_fold
+    if stage.per_fold:
+      ctx.state["folds"] = _folds(ctx, fold)  # the folds this run trains (fold-parallel groups)
+    names = ([f"{stage.name}_fold{k:03d}" for k in ctx.state["folds"]] if stage.per_fold
              else [stage.name])
     for name in names:
       if marker(ctx, name).exists():

@@ -1,9 +1,12 @@
-"""tools/benchmark.py on a tiny SpotFormer: JSON and markdown outputs, a missing reference."""
+"""tools/benchmark.py on a tiny SpotFormer: JSON and markdown outputs, a missing reference,
+the fold-parallel comparison."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
@@ -17,7 +20,8 @@ def test_benchmark_tiny_model(tmp_path):
   run = subprocess.run(
       [sys.executable, "tools/benchmark.py", "--config=configs/spotformer_synthetic.py",
        *TINY, "--batch_sizes=32", "--steps=2", "--warmup=1", "--matmul_size=512",
-       f"--out={out}", f"--markdown={md}", f"--reference_dir={tmp_path / 'no_checkout'}"],
+       f"--out={out}", f"--markdown={md}", f"--reference_dir={tmp_path / 'no_checkout'}",
+       "--fold_parallel=2", "--steps_per_epoch=3"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   report = json.loads(out.read_text())
@@ -36,3 +40,14 @@ def test_benchmark_tiny_model(tmp_path):
   table = md.read_text()
   assert "| spotformer | 32 | 52,042 |" in table and "PyTorch reference" in table
   assert "| spotformer | 32 |" in run.stdout
+  (fp,) = report["fold_parallel"]
+  assert fp["model"] == "spotformer" and fp["batch"] == 32 and fp["folds"] == 2
+  assert fp["nominal_fold_steps"] == 100 * 3  # the config's 100 epochs x --steps_per_epoch
+  for mode in ("sequential", "parallel"):
+    m = fp[mode]
+    assert m["s_per_fold_step"] > 0 and m["compile_s"] > 0
+    assert m["folds_per_hour"] == pytest.approx(3600 / (300 * m["s_per_fold_step"]))
+  assert fp["speedup"] == pytest.approx(fp["sequential"]["s_per_fold_step"]
+                                        / fp["parallel"]["s_per_fold_step"])
+  assert "nominal fold of 300 train steps" in table
+  assert "| spotformer | 32 | 2 | sequential |" in table

@@ -2,12 +2,19 @@
 
   python tools/benchmark.py --config=configs/spotformer_synthetic.py \\
       [--models=spotformer,seq_st,paral_st,simul_ts,spot_gcn] [--batch_sizes=128,512] \\
-      [--out=FILE.json] [--markdown=FILE.md] [--reference_dir=PATH/TO/SpotFormer]
+      [--out=FILE.json] [--markdown=FILE.md] [--reference_dir=PATH/TO/SpotFormer] \\
+      [--fold_parallel=K [--steps_per_epoch=N]]
 
 Per model and batch (in windows = samples): parameters, FLOPs per sample (XLA cost analysis
 of the compiled step), train and inference samples/s, achieved FLOP/s and its share of the
 device's peak (measured matmul peak on CPU, datasheet peak on GPU / TPU), XLA's memory
 estimate, the process's peak RSS and compile times; as JSON and a markdown table (printed).
+
+``--fold_parallel=K`` (K >= 2) adds the fold-parallel comparison (``train.fold_parallel``): per
+model and batch (in windows per fold), K sequential train steps vs one step of the vmapped
+K-fold program: compile time, seconds per fold-step and folds/hour for a nominal fold of the
+config's ``train.epochs`` x steps per epoch (``--steps_per_epoch``, default the config's
+``train.steps_per_epoch``; needed when that is 0 = auto), counting train steps only.
 
 ``--reference_dir``: a checkout of the authors' PyTorch code (KinopioIsAllIn/SpotFormer, its
 ``model.py``); its ``MSSTGT`` is timed in the same run at the same batch (AdamW step on the
@@ -43,6 +50,10 @@ _OUT = flags.DEFINE_string("out", "", "Write the JSON results here.")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Write the markdown table here too.")
 _REFERENCE = flags.DEFINE_string("reference_dir", "", "The authors' SpotFormer checkout.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "n of the CPU peak matmul (n x n x n).")
+_FOLD_PARALLEL = flags.DEFINE_integer("fold_parallel", 0, "K >= 2: also compare K sequential "
+                                      "fold-steps with one K-fold vmapped step (folds/hour).")
+_STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch of the nominal "
+                                        "fold (folds/hour); default: train.steps_per_epoch.")
 flags.mark_flag_as_required("config")
 
 
@@ -183,6 +194,24 @@ def markdown(results: list[dict[str, Any]], peak: dict[str, Any],
   return "\n".join(lines) + "\n"
 
 
+def markdown_fold_parallel(results: list[dict[str, Any]]) -> str:
+  """The fold-parallel comparison as a markdown table."""
+  r0 = results[0]
+  lines = [f"Fold-parallel training: K folds in one vmapped program vs K sequential steps; "
+           f"folds/hour for a nominal fold of {r0['nominal_fold_steps']:,} train steps "
+           f"({r0['nominal_note']}; train steps only: no input pipeline, compile, checkpoints "
+           "or evaluation).", "",
+           "| model | batch per fold | K | mode | compile s | s per fold-step | folds/hour |",
+           "|---|---:|---:|---|---:|---:|---:|"]
+  for r in results:
+    for mode in ("sequential", "parallel"):
+      m = r[mode]
+      label = mode if mode == "sequential" else f"parallel ({r['speedup']:.2f}x)"
+      lines.append(f"| {r['model']} | {r['batch']} | {r['folds']} | {label} | {m['compile_s']} "
+                   f"| {m['s_per_fold_step']:.4f} | {m['folds_per_hour']:,.1f} |")
+  return "\n".join(lines) + "\n"
+
+
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
@@ -205,16 +234,41 @@ def main(argv):
       results.append(r)
       print(f"{name} batch {batch}: train {r['train']['samples_per_s']:.1f} samples/s, "
             f"inference {r['inference']['samples_per_s']:.1f} samples/s", flush=True)
+  fold_parallel = []
+  if _FOLD_PARALLEL.value:
+    k = _FOLD_PARALLEL.value
+    if k < 2:
+      raise app.UsageError(f"--fold_parallel must be >= 2 (folds per program), got {k}")
+    spe = _STEPS_PER_EPOCH.value or int(cfg.train.get("steps_per_epoch", 0))
+    if spe < 1:
+      raise app.UsageError("the config's train.steps_per_epoch is 0 (auto: set by the data); "
+                           "pass --steps_per_epoch=N for the nominal fold of folds/hour")
+    epochs = int(cfg.train.epochs)
+    source = "--steps_per_epoch" if _STEPS_PER_EPOCH.value else "train.steps_per_epoch"
+    for name in names:
+      for batch in batches:
+        r = bench.benchmark_fold_parallel(name, model_cfg, batch, k,
+                                          nominal_fold_steps=epochs * spe, compute_dtype=dtype,
+                                          steps=_STEPS.value, warmup=_WARMUP.value,
+                                          seed=int(cfg.train.get("seed", 0)))
+        r["nominal_note"] = f"train.epochs {epochs} x {source} {spe}"
+        fold_parallel.append(r)
+        print(f"{name} batch {batch}, {k} folds: sequential "
+              f"{r['sequential']['folds_per_hour']:.1f} folds/h, parallel "
+              f"{r['parallel']['folds_per_hour']:.1f} folds/h", flush=True)
   if _REFERENCE.value:
     for batch in batches:
       ref = time_reference(_REFERENCE.value, batch, _STEPS.value, _WARMUP.value)
       ref["batch"] = batch
       reference.append(ref)
   table = markdown(results, peak, reference)
+  if fold_parallel:
+    table += "\n" + markdown_fold_parallel(fold_parallel)
   print(table)
   report = {"device": peak["device_kind"], "platform": jax.devices()[0].platform,
             "devices": jax.local_device_count(), "cpu_count": os.cpu_count(), "peak": peak,
             "compute_dtype": dtype, "results": results, "reference": reference,
+            "fold_parallel": fold_parallel,
             "note": "timings are medians of --steps steps after --warmup; other processes "
                     "on the machine change them"}
   if _OUT.value:

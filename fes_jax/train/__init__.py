@@ -9,6 +9,8 @@ Modules:
   loop        the epoch loop (``fit``).
   data        split statistics, batches, predictions from the segment TFRecords.
   fold        the stage entry: ``train_stage(ctx)`` and ``run_fold(...)``.
+  parallel    fold-parallel training (``train.fold_parallel``): a group of folds in one
+              vmapped program, ``run_folds_parallel(...)``.
 
 Submodules are imported on use (``from fes_jax.train import fold``); this package imports
 nothing heavy by itself.

@@ -7,6 +7,10 @@ share of a peak, compile time, and XLA's memory analysis. The train step is the 
 ``'data'`` mesh over every local device; inference is the eval-mode forward plus the output
 probabilities.
 
+Fold-parallel comparison (``benchmark_fold_parallel``): K sequential single-fold train steps
+vs one step of the vmapped K-fold program (``train.fold_parallel``) at the same per-fold
+batch: seconds per fold-step of each mode and folds/hour for a nominal fold.
+
 Peaks: on CPU the measured float32 matmul rate (``measure_matmul_peak``); on GPU / TPU the
 datasheet dense peak of the compute dtype (``DATASHEET_TFLOPS``, by ``device_kind``).
 """
@@ -183,3 +187,57 @@ def benchmark_model(name: str, model_cfg: ModelConfig, batch_windows: int, *,
                             mesh.devices.size),
           "inference": _summary(infer_c, infer_compile, infer_times, batch_windows, peak,
                                 mesh.devices.size)}
+
+
+def benchmark_fold_parallel(name: str, model_cfg: ModelConfig, batch_windows: int, folds: int,
+                            *, nominal_fold_steps: int, compute_dtype: str = "float32",
+                            steps: int = 5, warmup: int = 1, seed: int = 0,
+                            opt_cfg: state_lib.OptimizerConfig = state_lib.OptimizerConfig()
+                            ) -> dict[str, Any]:
+  """Sequential folds vs fold-parallel training (``train.fold_parallel``) at one per-fold batch.
+
+  Sequential: the single-fold train step run ``folds`` times (each fold's own batch);
+  parallel: one step of the vmapped ``folds``-fold program (``step.jit_folds_train_step``),
+  batches (K, S, ...) split along S over every local device. Each timing covers ``folds``
+  fold-steps; folds/hour is for a nominal fold of ``nominal_fold_steps`` train steps (train
+  steps only: no input pipeline, compile, checkpoints or evaluation).
+  """
+  mesh = mesh_lib.make_mesh(jax.local_devices())
+  dtype = step_lib.COMPUTE_DTYPES[compute_dtype]
+  graphdef, _, params, rest = state_lib.init_model(name, model_cfg, seed)
+  tx, schedule = state_lib.make_optimizer(opt_cfg, 100, params)
+  one = state_lib.init_state(params, rest, tx)
+  hosts = [random_batch(batch_windows, model_cfg.seq_len, model_cfg.num_nodes, seed + i)
+           for i in range(folds)]
+  mesh_lib.check_batch_divisible(hosts[0]["valid"].shape[0], mesh)
+  kwargs = dict(graphdef=graphdef, tx=tx, schedule=schedule, weights=losses.LossWeights(),
+                compute_dtype=dtype)
+  data, stacked_data = mesh_lib.batch_sharding(mesh), mesh_lib.folds_batch_sharding(mesh)
+  batches = [{k: jax.make_array_from_process_local_data(data, v) for k, v in h.items()}
+             for h in hosts]
+  stacked = {k: jax.make_array_from_process_local_data(
+      stacked_data, np.stack([h[k] for h in hosts])) for k in hosts[0]}
+  out = {"model": name, "batch": batch_windows, "folds": folds, "devices": mesh.devices.size,
+         "compute_dtype": compute_dtype, "nominal_fold_steps": nominal_fold_steps}
+  modes = {
+      "sequential": (step_lib.jit_train_step(mesh, **kwargs), mesh_lib.replicate(one, mesh),
+                     batches),
+      "parallel": (step_lib.jit_folds_train_step(mesh, **kwargs),
+                   mesh_lib.replicate(jax.tree.map(lambda *x: jnp.stack(x), *[one] * folds),
+                                      mesh), [stacked])}
+  for mode, (jitted, state, mode_batches) in modes.items():
+    t = time.perf_counter()
+    compiled = jitted.lower(state, mode_batches[0]).compile()
+    compile_s = time.perf_counter() - t
+    holder = {"state": state}
+
+    def run(compiled=compiled, holder=holder, mode_batches=mode_batches):
+      for b in mode_batches:  # K fold-steps in either mode
+        holder["state"], metrics = compiled(holder["state"], b)
+      return metrics
+
+    per_fold_step = statistics.median(_time(run, steps, warmup)) / folds
+    out[mode] = {"compile_s": round(compile_s, 2), "s_per_fold_step": per_fold_step,
+                 "folds_per_hour": 3600.0 / (per_fold_step * nominal_fold_steps)}
+  out["speedup"] = out["sequential"]["s_per_fold_step"] / out["parallel"]["s_per_fold_step"]
+  return out

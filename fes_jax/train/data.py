@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from fes_jax import input_pipeline
 from fes_jax.data import tfrecords
-from fes_jax.train import step as step_lib
+from fes_jax.train import mesh as mesh_lib, step as step_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +55,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_segments: int,
-                  seed: int, num_nodes: int, mesh: Mesh) -> Callable[[int], Iterator[Any]]:
-  """``epoch -> global batches``: segments with an expression, shuffled with the epoch's
-  seed, repeated (the loop takes a fixed number of steps)."""
+def host_train_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_segments: int,
+                       seed: int, num_nodes: int) -> Callable[[int], Iterator[Any]]:
+  """``epoch -> this process's step batches`` (numpy): segments with an expression,
+  shuffled with the epoch's seed, repeated (the loop takes a fixed number of steps)."""
 
   def batches(epoch: int) -> Iterator[Any]:
     ds = input_pipeline.make_dataset(
@@ -66,7 +66,20 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_segmen
         drop_no_expression=True, repeat=True, process_index=jax.process_index(),
         process_count=jax.process_count())
     for batch in ds:
-      yield input_pipeline.to_global_array(step_lib.step_batch(batch, num_nodes), mesh)
+      yield step_lib.step_batch(batch, num_nodes)
+
+  return batches
+
+
+def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_segments: int,
+                  seed: int, num_nodes: int, mesh: Mesh) -> Callable[[int], Iterator[Any]]:
+  """``epoch -> global batches`` of :func:`host_train_batches`, sharded over ``mesh``."""
+  host = host_train_batches(builder, split, batch_segments=batch_segments, seed=seed,
+                            num_nodes=num_nodes)
+
+  def batches(epoch: int) -> Iterator[Any]:
+    for batch in host(epoch):
+      yield input_pipeline.to_global_array(batch, mesh)
 
   return batches
 
@@ -89,18 +102,20 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_segment
 
 
 def abstract_batch(builder: tfds.core.DatasetBuilder, *, batch_segments: int, num_nodes: int,
-                   mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes, dtypes and shardings of a global step batch (to compile before reading)."""
+                   mesh: Mesh, folds: int = 0) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes, dtypes and shardings of a global step batch (to compile before reading);
+  ``folds`` > 0: of a stack of that many folds' batches (K, S, ...), split along S."""
   meta = builder.info.metadata
   l, w = int(meta["segment_length"]), int(meta["window"])
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+  sharding = (mesh_lib.folds_batch_sharding(mesh) if folds else mesh_lib.batch_sharding(mesh))
+  lead = (folds,) if folds else ()
   shapes = {"features": ((batch_segments, l, w, num_nodes, 2), np.float32),
             "valid": ((batch_segments, l), np.bool_),
             "has_expression": ((batch_segments,), np.bool_)}
   for key in step_lib.TARGET_FIELDS:
     dtype = np.int32 if key.endswith(("onoff", "cls")) else np.float32
     shapes[key] = ((batch_segments, l), dtype)
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+  return {k: jax.ShapeDtypeStruct(lead + shape, dtype, sharding=sharding)
           for k, (shape, dtype) in shapes.items()}
 
 

@@ -82,6 +82,10 @@ def train_stage(ctx: Context) -> dict[str, Any]:
   from fes_jax import stages  # pylint: disable=import-outside-toplevel
 
   mesh_lib.maybe_initialize_distributed(ctx.config.train.distributed)
+  if ctx.config.train.get("fold_parallel", 0) not in (0, 1):  # groups of folds in one program
+    from fes_jax.train import parallel  # pylint: disable=import-outside-toplevel
+
+    return parallel.train_stage(ctx)
   k = fold_index(ctx.state["stage"])
   held_out = stages.fold_subjects(ctx)[k]
   builder = open_records(ctx)

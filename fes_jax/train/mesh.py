@@ -77,6 +77,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def folds_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of fold-parallel batches (K folds, S segments, ...): S split over ``'data'``."""
+  return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Puts a pytree that every process holds identically onto every device of ``mesh``."""
   sharding = replicated(mesh)

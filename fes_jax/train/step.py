@@ -146,6 +146,15 @@ def jit_train_step(mesh: Mesh, **kwargs: Any) -> Callable[[TrainState, Batch], A
                  in_shardings=(repl, data), out_shardings=(repl, repl))
 
 
+def jit_folds_train_step(mesh: Mesh, **kwargs: Any) -> Callable[[TrainState, Batch], Any]:
+  """``train_step`` vmapped over a leading fold axis K of the state and the batch (fold
+  parallel training: K independent trainings in one program), jitted for ``mesh``: the
+  stacked state replicated and donated, batches (K, S, ...) split along S. Metrics are (K,)."""
+  repl, data = mesh_lib.replicated(mesh), mesh_lib.folds_batch_sharding(mesh)
+  return jax.jit(jax.vmap(functools.partial(train_step, **kwargs)), donate_argnums=0,
+                 in_shardings=(repl, data), out_shardings=(repl, repl))
+
+
 def jit_eval_step(mesh: Mesh, **kwargs: Any) -> Callable[[TrainState, Batch], Any]:
   """``eval_step`` jitted for ``mesh``: probabilities stay sharded over windows."""
   repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
