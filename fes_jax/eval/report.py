@@ -57,8 +57,10 @@ def markdown(*, title: str, scores: dict, ground_truth: dict[str, int], folds: S
 
 
 def plot_video(path: str | pathlib.Path, probs_Nx10: np.ndarray, frames_N: np.ndarray,
-               gt: Sequence[Span], pred: Sequence[Span], title: str) -> None:
-  """Apex and expression probabilities per type, ground truth shaded, predictions as bars."""
+               gt: Sequence[Span], pred: Sequence[Span], title: str,
+               note: str = "shaded = ground truth, black bars = predicted intervals") -> None:
+  """Apex and expression probabilities per type, ground truth shaded, predictions as bars;
+  ``note`` follows the title."""
   import matplotlib  # pylint: disable=import-outside-toplevel
 
   matplotlib.use("Agg")
@@ -78,7 +80,7 @@ def plot_video(path: str | pathlib.Path, probs_Nx10: np.ndarray, frames_N: np.nd
     ax.set_ylim(0, 1.12)
     ax.set_ylabel(kind.upper())
     ax.legend(loc="upper right", fontsize=7)
-  axes[0].set_title(f"{title}: shaded = ground truth, black bars = predicted intervals")
+  axes[0].set_title(f"{title}: {note}")
   axes[1].set_xlabel("frame")
   fig.tight_layout()
   path = pathlib.Path(path)
