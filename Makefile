@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 # The main job on the embedded synthetic default (configs/spotformer_synthetic.py), reduced
 # to fit a 2-core CPU (see the config's docstring).
-DEMO_ARGS ?= preset=default,subjects=4,videos=1,frames=600,epochs=5
+DEMO_ARGS ?= demo
 demo: $(STAMP)
 	$(BIN)/python -m fes_jax.main --config=configs/spotformer_synthetic.py:$(DEMO_ARGS) \
 	    --workdir=$(WORKDIR)
