@@ -8,8 +8,15 @@ Run:
 
 Config args (after ':'): preset=tiny|default|full (synthetic size), seed=N, epochs=N,
 selection=last_epoch|validation|oracle, size overrides subjects=N, videos=N (per subject),
-frames=N (per video), temporal=sw_mro|adjacent (the features: SW-MRO, or the Table III
-adjacent-frame-flow baseline), and `demo`.
+frames=N (per video), me_per_minute=X (ME rate; 0: the preset's 4), temporal=sw_mro|adjacent
+(the features: SW-MRO, or the Table III adjacent-frame-flow baseline), folds=s15+s16 (run only
+the folds holding out these subjects; every other subject still trains), and `demo`.
+
+The SW-MRO vs adjacent-flow ablation (README, "Ablation"):
+  python -m fes_jax.main --config=configs/spotformer_synthetic.py:demo,subjects=5,me_per_minute=12,folds=s15+s16 \
+      --workdir=workdir/ablation_sw_mro
+  python -m fes_jax.main --config=configs/spotformer_synthetic.py:demo,subjects=5,me_per_minute=12,folds=s15+s16,temporal=adjacent \
+      --workdir=workdir/ablation_adjacent
 
 `demo` (what `make demo` runs) reduces the run to fit about 20 minutes on a 2-core CPU:
 4 subjects x 1 video x 600 frames (4 LOSO folds, 2,400 frames, 8 MaE and 6 ME), and a
@@ -30,12 +37,14 @@ DEMO_TRAIN = {"batch_segments": 8, "steps_per_epoch": 4, "learning_rate": 1e-3}
 
 def get_config(arg=None):
   defaults = dict(preset="default", seed=0, epochs=100, subjects=0, videos=0, frames=0,
-                  selection="last_epoch", temporal="sw_mro", demo=False)
+                  selection="last_epoch", temporal="sw_mro", demo=False, me_per_minute=0.0,
+                  folds="")
   if "demo" in [a.strip() for a in (arg or "").split(",")]:
     defaults.update(DEMO)  # explicit args still win: demo,epochs=5
   args = config_lib.parse_arg(arg, **defaults)
   cfg = config_lib.spotting_config("synthetic", config_lib.spotformer_model_config(), args)
   cfg.preprocess.temporal = args.temporal
+  cfg.loso.subjects = args.folds.replace("+", ",")
   if args.demo:
     cfg.train.update(DEMO_TRAIN)
   return cfg

@@ -71,9 +71,9 @@ def dataset_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
       "policies": policies_config(fps_divisor=7 if name == "samm_lv" else 1),
       # The synthetic generator (tools/make_synthetic.py), used when name == 'synthetic'.
       # Size overrides of the preset (0 keeps the preset's): num_subjects, videos_per_subject,
-      # num_frames (frames per video).
+      # num_frames (frames per video); me_per_minute (ME rate, 0 keeps the preset's 4).
       "synthetic": {"preset": "default", "seed": 0, "workers": 2, "num_subjects": 0,
-                    "videos_per_subject": 0, "num_frames": 0},
+                    "videos_per_subject": 0, "num_frames": 0, "me_per_minute": 0.0},
   })
   cfg.update(overrides)
   return cfg
@@ -160,7 +160,8 @@ def spotting_config(dataset: str, model: ml_collections.ConfigDict,
     cfg.dataset = dataset_config(
         "synthetic", synthetic={"preset": args.preset, "seed": args.seed, "workers": 2,
                                 "num_subjects": args.subjects,
-                                "videos_per_subject": args.videos, "num_frames": args.frames})
+                                "videos_per_subject": args.videos, "num_frames": args.frames,
+                                "me_per_minute": float(args.get("me_per_minute", 0.0))})
     mae_weight = 0.5
   elif dataset in DATASET_DEFAULTS:
     cfg.dataset = dataset_config(dataset)

@@ -84,8 +84,8 @@ def prepare_data(ctx: Context) -> dict[str, Any]:
 
     logging.info("generating the synthetic dataset (preset %s, seed %d) into %s",
                  d.synthetic.preset, d.synthetic.seed, paths["root"])
-    sizes = {k: d.synthetic[k] for k in ("num_subjects", "videos_per_subject", "num_frames")
-             if d.synthetic[k]}
+    sizes = {k: d.synthetic[k] for k in ("num_subjects", "videos_per_subject", "num_frames",
+                                         "me_per_minute") if d.synthetic.get(k)}
     generate.generate_dataset(paths["root"], preset=d.synthetic.preset, seed=d.synthetic.seed,
                               workers=d.synthetic.workers, **sizes)
   dataset = load_dataset(ctx)
