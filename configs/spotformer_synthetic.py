@@ -31,20 +31,7 @@ hours of CPU training (WORKSPACE.md).
 
 from fes_jax import config_lib
 
-DEMO = {"subjects": 4, "videos": 1, "frames": 600, "epochs": 20}
-DEMO_TRAIN = {"batch_segments": 8, "steps_per_epoch": 4, "learning_rate": 1e-3}
-
 
 def get_config(arg=None):
-  defaults = dict(preset="default", seed=0, epochs=100, subjects=0, videos=0, frames=0,
-                  selection="last_epoch", temporal="sw_mro", demo=False, me_per_minute=0.0,
-                  folds="")
-  if "demo" in [a.strip() for a in (arg or "").split(",")]:
-    defaults.update(DEMO)  # explicit args still win: demo,epochs=5
-  args = config_lib.parse_arg(arg, **defaults)
-  cfg = config_lib.spotting_config("synthetic", config_lib.spotformer_model_config(), args)
-  cfg.preprocess.temporal = args.temporal
-  cfg.loso.subjects = args.folds.replace("+", ",")
-  if args.demo:
-    cfg.train.update(DEMO_TRAIN)
-  return cfg
+  args = config_lib.parse_spotting_arg(arg, epochs=100)
+  return config_lib.spotting_config("synthetic", config_lib.spotformer_model_config(), args)

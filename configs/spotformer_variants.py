@@ -1,7 +1,7 @@
 """SpotFormer's architecture variants (paper Table IV), LOSO on any supported dataset.
 
 Run (synthetic, the demo's size):
-  python -m fes_jax.main --config=configs/spotformer_variants.py:variant=seq_st,subjects=4,videos=1,frames=600,epochs=30 \
+  python -m fes_jax.main --config=configs/spotformer_variants.py:variant=seq_st,demo \
       --workdir=workdir/seq_st
 On a real dataset (paths as in configs/spotformer_casme2.py):
   python -m fes_jax.main --config=configs/spotformer_variants.py:variant=paral_st,dataset=casme2 \
@@ -10,7 +10,8 @@ On a real dataset (paths as in configs/spotformer_casme2.py):
 Config args (after ':'): variant = simul_st (SpotFormer itself) | seq_st | simul_ts |
 paral_st | paral_st_shared (the paper's "Paral-ST (no addi. para.)"); dataset = synthetic |
 casme2 | samm_lv | casme3; epochs (0: the dataset's default, 100 for synthetic); selection;
-for synthetic also preset, seed, subjects, videos, frames (as configs/spotformer_synthetic.py).
+for synthetic also preset, seed, subjects, videos, frames, me_per_minute, temporal, folds
+and `demo` (as configs/spotformer_synthetic.py).
 Parameters: 3,168,778 for every variant but paral_st (9,088,522; own design: the paper
 publishes no code for it).
 
@@ -26,9 +27,7 @@ VARIANTS = ("simul_st", "seq_st", "simul_ts", "paral_st", "paral_st_shared")
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, variant="seq_st", dataset="synthetic", preset="default",
-                              seed=0, epochs=0, subjects=0, videos=0, frames=0,
-                              selection="last_epoch")
+  args = config_lib.parse_spotting_arg(arg, variant="seq_st", dataset="synthetic", epochs=0)
   if args.variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {args.variant!r}")
   model = config_lib.spotformer_model_config()

@@ -146,6 +146,22 @@ DATASET_DEFAULTS = {"casme2": {"mae_weight": 0.5, "epochs": 100},
                     "casme3": {"mae_weight": 0.5, "epochs": 90}}
 
 
+# `demo` (configs' bare arg): the run `make demo` does, sized for a 2-core CPU (see
+# configs/spotformer_synthetic.py). DEMO_SIZE are arg defaults (explicit args win).
+DEMO_SIZE = {"subjects": 4, "videos": 1, "frames": 600, "epochs": 20}
+DEMO_TRAIN = {"batch_segments": 8, "steps_per_epoch": 4, "learning_rate": 1e-3}
+SYNTHETIC_ARGS = dict(preset="default", seed=0, subjects=0, videos=0, frames=0,
+                      me_per_minute=0.0, temporal="sw_mro", folds="", demo=False)
+
+
+def parse_spotting_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """``parse_arg`` with the synthetic-data args and ``demo`` (whose sizes become defaults)."""
+  defaults = {**SYNTHETIC_ARGS, "selection": "last_epoch", **defaults}
+  if "demo" in [a.strip() for a in (arg or "").split(",")]:
+    defaults.update(DEMO_SIZE)
+  return parse_arg(arg, **defaults)
+
+
 def spotting_config(dataset: str, model: ml_collections.ConfigDict,
                     args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The whole config of a LOSO spotting run (configs/spotformer_*.py, spot_gcn.py, ...).
@@ -174,6 +190,12 @@ def spotting_config(dataset: str, model: ml_collections.ConfigDict,
                            selection=args.get("selection", "last_epoch"))
   cfg.eval = eval_config()
   cfg.loso = loso_config()
+  if "temporal" in args:
+    cfg.preprocess.temporal = args.temporal
+  if args.get("folds"):
+    cfg.loso.subjects = args.folds.replace("+", ",")
+  if args.get("demo"):
+    cfg.train.update(DEMO_TRAIN)
   return cfg
 
 
