@@ -258,7 +258,10 @@ def main(argv):
               f"{r['parallel']['folds_per_hour']:.1f} folds/h", flush=True)
   if _REFERENCE.value:
     for batch in batches:
-      ref = time_reference(_REFERENCE.value, batch, _STEPS.value, _WARMUP.value)
+      try:
+        ref = time_reference(_REFERENCE.value, batch, _STEPS.value, _WARMUP.value)
+      except Exception as e:  # pylint: disable=broad-except  # the user's torch install
+        ref = {"status": f"failed: {type(e).__name__}: {e}"}
       ref["batch"] = batch
       reference.append(ref)
   table = markdown(results, peak, reference)
