@@ -14,8 +14,10 @@ videos, frames, me_per_minute, temporal, folds and `demo` (as
 configs/spotformer_synthetic.py). Same SW-MRO features, losses, training
 recipe and post-processing as SpotFormer (the reference shares them).
 
-Expected result: every stage runs and writes <workdir>/results/report.md. Measured on the
-synthetic data here: see README ("Variants").
+Expected result: every stage runs and writes <workdir>/results/report.md. Measured with
+`:demo` (the `make demo` data and recipe, 4 folds; its preprocessed features reused), last-epoch
+selection: MaE 5 TP / 9 FP / 3 FN (F1 0.4545), ME 0 TP / 13 FP / 6 FN (F1 0), overall F1
+0.2439; training 61 s for all four folds (about 1,600 windows/s on the 2-core CPU).
 """
 
 from fes_jax import config_lib
