@@ -18,7 +18,8 @@ publishes no code for it).
 Expected result: every stage runs and writes <workdir>/results/report.md. The paper's
 overall F1 (oracle protocol) on SAMM-LV / CAS(ME)^2: Simul-ST 0.4401 / 0.4841, Seq-ST
 0.4367 / 0.4630, Paral-ST 0.4139 / 0.5054, Paral-ST (no addi. para.) 0.3964 / 0.4794,
-Simul-TS 0.4321 / 0.4733. Measured on the synthetic data here: see README ("Variants").
+Simul-TS 0.4321 / 0.4733. Not yet measured on the synthetic data here (each variant costs
+about 11 min of training at `:demo` size on the 2-core CPU).
 """
 
 from fes_jax import config_lib
