@@ -23,3 +23,18 @@ def shared_annotations() -> pathlib.Path:
   if not SHARED_ANNOTATIONS.is_dir():
     pytest.skip("../shared/annotations is absent (a user's clone has no ../shared)")
   return SHARED_ANNOTATIONS
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+  """A persistent JAX compilation cache in a temporary directory for one test module: the
+  several folds a module trains with identical programs compile once. Modules opt in with
+  ``pytestmark = pytest.mark.usefixtures("compilation_cache")``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=import-outside-toplevel
+
+  cc.set_cache_dir(str(tmp_path_factory.mktemp("jax_cache")))
+  cc.reset_cache()
+  yield
+  jax.config.update("jax_compilation_cache_dir", None)
+  cc.reset_cache()

@@ -23,15 +23,7 @@ HELD_OUT = ("a", "b")
 _config, _leaves = tt._config, tt._leaves  # pylint: disable=protected-access
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  from jax.experimental.compilation_cache import compilation_cache as cc
-
-  cc.set_cache_dir(str(tmp_path_factory.mktemp("jax_cache")))
-  cc.reset_cache()
-  yield
-  jax.config.update("jax_compilation_cache_dir", None)
-  cc.reset_cache()
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture(scope="module")

@@ -56,15 +56,7 @@ def _random_batch(rng, s=SEGMENTS, pad=0):
       "cls": rng.integers(0, 3, (s, L)).astype(np.int32)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  from jax.experimental.compilation_cache import compilation_cache as cc
-
-  cc.set_cache_dir(str(tmp_path_factory.mktemp("jax_cache")))
-  cc.reset_cache()
-  yield
-  jax.config.update("jax_compilation_cache_dir", None)
-  cc.reset_cache()
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _setup(mesh, seed=0, steps_per_epoch=2, tx=None):

@@ -162,6 +162,16 @@ def predict(eval_fn: Callable[[Any], dict[str, Any]], batches: Iterator[tuple[An
   return preds, losses
 
 
+def predict_split(eval_fn: Callable[[Any], dict[str, Any]], builder: tfds.core.DatasetBuilder,
+                  split: str, videos: tuple[str, ...], *, batch_segments: int, num_nodes: int,
+                  mesh: Mesh) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+  """:func:`predict` over every segment of ``split`` (``videos``: its ``split_info`` videos,
+  read once by the caller)."""
+  batches = eval_batches(builder, split, batch_segments=batch_segments, num_nodes=num_nodes,
+                         mesh=mesh, video_ids={v: i for i, v in enumerate(videos)})
+  return predict(eval_fn, batches, videos)
+
+
 def save_predictions(path: str | os.PathLike, preds: dict[str, np.ndarray],
                      **info: Any) -> pathlib.Path:
   """Writes ``predictions.npz`` atomically (``info`` entries as 0-d arrays)."""

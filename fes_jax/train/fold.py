@@ -100,6 +100,24 @@ def _validation_subjects(subjects: list[str], count: int, seed: int) -> list[str
   return sorted(rng.choice(sorted(subjects), size=count, replace=False).tolist())
 
 
+def check_setup(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                mesh: Mesh | None) -> tuple[Mesh, int, ModelConfig, int]:
+  """What every trainer checks first: (mesh (default: every device), eval batch in segments,
+  model config, the records' window), with batches divisible over the mesh and the window
+  matching ``model.seq_len``."""
+  t = config.train
+  mesh = mesh_lib.make_mesh() if mesh is None else mesh
+  mesh_lib.check_batch_divisible(t.batch_segments, mesh)
+  eval_segments = t.eval_batch_segments or t.batch_segments
+  mesh_lib.check_batch_divisible(eval_segments, mesh)
+  model_cfg = ModelConfig.from_mapping(config.model)
+  window = int(builder.info.metadata["window"])
+  if window != model_cfg.seq_len:
+    raise ValueError(f"the records hold {window}-frame windows but model.seq_len is "
+                     f"{model_cfg.seq_len}; set preprocess.window and model.seq_len alike")
+  return mesh, eval_segments, model_cfg, window
+
+
 def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
              held_out: str, out_dir: str | pathlib.Path, *, fold: int = 0,
              mesh: Mesh | None = None,
@@ -120,15 +138,7 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
   tf.config.set_visible_devices([], "GPU")  # TF only reads records; keep it off accelerators
   t = config.train
   out_dir = pathlib.Path(out_dir)
-  mesh = mesh_lib.make_mesh() if mesh is None else mesh
-  mesh_lib.check_batch_divisible(t.batch_segments, mesh)
-  eval_segments = t.eval_batch_segments or t.batch_segments
-  mesh_lib.check_batch_divisible(eval_segments, mesh)
-  model_cfg = ModelConfig.from_mapping(config.model)
-  window = int(builder.info.metadata["window"])
-  if window != model_cfg.seq_len:
-    raise ValueError(f"the records hold {window}-frame windows but model.seq_len is "
-                     f"{model_cfg.seq_len}; set preprocess.window and model.seq_len alike")
+  mesh, eval_segments, model_cfg, window = check_setup(config, builder, mesh)
   if t.selection not in SELECTIONS:
     raise ValueError(f"train.selection must be one of {SELECTIONS}, got {t.selection!r}")
   subjects = sorted(data_lib.subject_splits(builder))
@@ -180,19 +190,17 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
     val_videos = data_lib.split_info(builder, val_split).videos
 
     def validate(s):
-      batches_v = data_lib.eval_batches(builder, val_split, batch_segments=eval_segments,
-                                        num_nodes=model_cfg.num_nodes, mesh=mesh,
-                                        video_ids={v: i for i, v in enumerate(val_videos)})
-      return data_lib.predict(lambda b: eval_step(s, b), batches_v, val_videos)[1]
+      return data_lib.predict_split(lambda b: eval_step(s, b), builder, val_split, val_videos,
+                                    batch_segments=eval_segments,
+                                    num_nodes=model_cfg.num_nodes, mesh=mesh)[1]
 
   test_split = data_lib.join_splits([held_out])
   test_videos = data_lib.split_info(builder, test_split).videos
 
   def predict_held_out(s):
-    test_batches = data_lib.eval_batches(builder, test_split, batch_segments=eval_segments,
-                                         num_nodes=model_cfg.num_nodes, mesh=mesh,
-                                         video_ids={v: i for i, v in enumerate(test_videos)})
-    return data_lib.predict(lambda b: eval_step(s, b), test_batches, test_videos)
+    return data_lib.predict_split(lambda b: eval_step(s, b), builder, test_split, test_videos,
+                                  batch_segments=eval_segments, num_nodes=model_cfg.num_nodes,
+                                  mesh=mesh)
 
   observe = None
   if t.selection == "oracle":

@@ -46,7 +46,6 @@ from jax.sharding import Mesh
 from fes_jax import input_pipeline
 from fes_jax.context import Context, write_json_atomic
 from fes_jax.losses import LossWeights
-from fes_jax.models import ModelConfig
 from fes_jax.train import data as data_lib
 from fes_jax.train import fold as fold_lib
 from fes_jax.train import loop, mesh as mesh_lib, state as state_lib, step as step_lib
@@ -168,15 +167,7 @@ def run_folds_parallel(config: ml_collections.ConfigDict, builder: tfds.core.Dat
   if t.selection not in SELECTIONS:
     raise ValueError(f"train.fold_parallel trains with train.selection in {SELECTIONS}, got "
                      f"{t.selection!r}; train 'validation' runs with train.fold_parallel=0")
-  mesh = mesh_lib.make_mesh() if mesh is None else mesh
-  mesh_lib.check_batch_divisible(t.batch_segments, mesh)
-  eval_segments = t.eval_batch_segments or t.batch_segments
-  mesh_lib.check_batch_divisible(eval_segments, mesh)
-  model_cfg = ModelConfig.from_mapping(config.model)
-  window = int(builder.info.metadata["window"])
-  if window != model_cfg.seq_len:
-    raise ValueError(f"the records hold {window}-frame windows but model.seq_len is "
-                     f"{model_cfg.seq_len}; set preprocess.window and model.seq_len alike")
+  mesh, eval_segments, model_cfg, window = fold_lib.check_setup(config, builder, mesh)
   subjects = sorted(data_lib.subject_splits(builder))
   train_subjects, train_splits, auto_steps = [], [], []
   for k, held_out in zip(folds, held_outs):
@@ -224,14 +215,14 @@ def run_folds_parallel(config: ml_collections.ConfigDict, builder: tfds.core.Dat
   train_step, eval_step, unstack = _COMPILED[key]
   compile_seconds = time.perf_counter() - compile_start
 
+  test_splits = [data_lib.join_splits([h]) for h in held_outs]
+  test_videos = [data_lib.split_info(builder, split).videos for split in test_splits]
+
   def predict_held_out(i: int, stacked: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    split = data_lib.join_splits([held_outs[i]])
-    videos = data_lib.split_info(builder, split).videos
-    test_batches = data_lib.eval_batches(builder, split, batch_segments=eval_segments,
-                                         num_nodes=model_cfg.num_nodes, mesh=mesh,
-                                         video_ids={v: j for j, v in enumerate(videos)})
     fold_state = unstack(stacked, i)
-    return data_lib.predict(lambda b: eval_step(fold_state, b), test_batches, videos)
+    return data_lib.predict_split(lambda b: eval_step(fold_state, b), builder, test_splits[i],
+                                  test_videos[i], batch_segments=eval_segments,
+                                  num_nodes=model_cfg.num_nodes, mesh=mesh)
 
   observe = None
   if t.selection == "oracle":
