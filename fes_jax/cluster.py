@@ -113,8 +113,9 @@ class StagePlan:
 def count_folds(config: Any, workdir: str | os.PathLike) -> int:
   """The number of LOSO folds of the run, before its data stages have run if need be.
 
-  From ``<workdir>/data_summary.json`` when the data stage has run; otherwise, for synthetic
-  data generated in the workdir, from the generator's plan (no frames rendered); otherwise
+  From ``<workdir>/data_summary.json`` when the data stage has run; otherwise five for
+  FESNet's folds by video; otherwise, for synthetic data not generated yet, from the
+  generator's plan (no frames rendered); otherwise
   by reading the annotations the config points at (nothing is written).
   """
   workdir = pathlib.Path(workdir)
@@ -126,7 +127,12 @@ def count_folds(config: Any, workdir: str | os.PathLike) -> int:
 
   ctx = Context(config, workdir)
   task = task_stages(config)
-  if task is stages and stages.data_paths(ctx)["root"] is not None:  # synthetic, not made yet
+  if config.get("task", "spotting") == "fesnet" and config.loso.protocol == "kfold5":
+    from fes_jax.data import fesnet_records  # pylint: disable=import-outside-toplevel
+
+    return fesnet_records.NUM_FOLDS  # five folds by video, whatever the data
+  frames_task = config.get("task", "spotting") in ("spotting", "fesnet")  # long videos
+  if frames_task and stages.data_paths(ctx)["root"] is not None:  # synthetic, not made yet
     from fes_jax.synthetic import config as synth_config  # pylint: disable=import-outside-toplevel
     from fes_jax.synthetic import layout, plan  # pylint: disable=import-outside-toplevel
 
@@ -136,6 +142,14 @@ def count_folds(config: Any, workdir: str | os.PathLike) -> int:
     videos = plan.video_list(synth_config.preset(s.preset, **sizes), s.seed)
     subjects = {layout.subject_folder(v[0]) for v in videos}
     return len(_subset(subjects, config.loso.subjects))
+  if config.get("task") == "mer" and config.dataset.name == "synthetic":
+    from fes_jax.mer import data as mer_data  # pylint: disable=import-outside-toplevel
+    from fes_jax.synthetic import mer_clips  # pylint: disable=import-outside-toplevel
+
+    if not (mer_data.synthetic_root(ctx) / mer_clips.MANIFEST_CSV).exists():  # not made yet
+      cfg = mer_data.synth_config(ctx)
+      subjects = [mer_clips.subject_name(s) for s in range(1, cfg.num_subjects + 1)]
+      return len(_subset(subjects, config.loso.subjects))
   return len(task.fold_subjects(ctx))
 
 

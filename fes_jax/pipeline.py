@@ -128,9 +128,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         continue
       if process.multi and not stage.per_fold:
         if stage.name not in task.AFTER_TRAINING:
+          last_data = [s.name for s in task.STAGES
+                       if not s.per_fold and s.name not in task.AFTER_TRAINING][-1]
           raise ValueError(
               f"stage {name!r} is not complete: a multi-process run trains folds only; run "
-              "the data stages first in one process (--stop_after=preprocess), see WORKSPACE.md")
+              f"the data stages first in one process (--stop_after={last_data}), see "
+              "WORKSPACE.md")
         if not process.main:
           logging.info("stage %s: left to process 0", name)
           continue

@@ -248,5 +248,17 @@ def test_fold_count_before_the_data_exists(tmp_path):
   plan = cluster.StagePlan.of(demo)
   assert (plan.data, plan.train, plan.final) == (("prepare_data", "preprocess"), "train",
                                                  "report")
+  # FESNet: five folds by video (whatever the data), or LOSO from the generator's plan; MER:
+  # from its clip generator's plan. Each task's data stages end where its training starts.
+  fesnet = cluster.load_config(str(ROOT / "configs/fesnet_synthetic.py:demo"))
+  assert cluster.count_folds(fesnet, tmp_path) == 5
+  fesnet_loso = cluster.load_config(str(ROOT / "configs/fesnet_synthetic.py:demo,subjects=4"),
+                                    ["--config.loso.protocol=loso"])
+  assert cluster.count_folds(fesnet_loso, tmp_path) == 4
+  assert cluster.StagePlan.of(fesnet).data == ("prepare_data", "crops")
+  mol = cluster.load_config(str(ROOT / "configs/mol_synthetic.py:demo,subjects=3"))
+  assert cluster.count_folds(mol, tmp_path) == 3
+  assert cluster.StagePlan.of(mol).data == ("prepare_data", "preprocess")
+  assert not any(tmp_path.iterdir())  # still nothing written
   with pytest.raises(ValueError, match="multi-process folds need Slurm"):
     cluster.SlurmOptions(log_dir=str(tmp_path), executor="local", nodes=2)

@@ -203,6 +203,11 @@ def test_stop_after_and_launch_loso_print(tmp_path, monkeypatch):
   assert lines[0].endswith("--config.preprocess.window=5 --stop_after=preprocess")
   assert lines[1].endswith("--fold=$K")
   assert "this workdir has 2 folds" in out
+  # Each task's data stages end where its own training starts (FESNet: the crops).
+  out = subprocess.run([sys.executable, str(ROOT / "tools/launch_loso.py"), "--mode=print",
+                        "--config=configs/fesnet_synthetic.py:tiny", f"--workdir={tmp_path / 'f'}"],
+                       capture_output=True, text=True, check=True, cwd=ROOT).stdout
+  assert out.splitlines()[1].endswith("--stop_after=crops")
 
 
 def test_config_check_ignores_run_only_fields(tmp_path):

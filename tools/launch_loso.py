@@ -3,7 +3,8 @@
   python tools/launch_loso.py --config=configs/spotformer_synthetic.py --workdir=DIR \
       [--mode=local|print|slurm] [--parallel=2] [--slurm_* flags] [-- extra fes_jax.main flags]
 
-Every mode runs the data stages once first (``--stop_after=preprocess``), since every fold
+Every mode runs the data stages once first (``--stop_after=`` the last of them: ``preprocess``
+and MER, ``crops`` for FESNet), since every fold
 needs them and they must not run concurrently, then one ``--fold=K`` run per fold, then the
 run over all folds (evaluation, aggregation, report; every trained fold is skipped).
 
@@ -124,11 +125,14 @@ def main(argv):
   workdir = pathlib.Path(_WORKDIR.value)
   if _MODE.value == "slurm":
     return _slurm(extra)
-  data_cmd = _base(extra) + ["--stop_after=preprocess"]
+  from fes_jax import cluster  # pylint: disable=import-outside-toplevel
+
+  config = cluster.load_config(cluster.absolute_config_arg(_CONFIG.value), extra)
+  data_cmd = _base(extra) + [f"--stop_after={cluster.StagePlan.of(config).data[-1]}"]
   if _MODE.value == "print":
     print("# 1. data stages, once:")
     print(shlex.join(data_cmd))
-    print("# 2. one job per fold, K = 0 .. (number of subjects - 1), e.g. a job array:")
+    print("# 2. one job per fold, K = 0 .. (number of folds - 1), e.g. a job array:")
     print(shlex.join(_base(extra)) + " --fold=$K")
     print("# 3. evaluation, aggregation and report over all folds:")
     print(shlex.join(_base(extra)))
