@@ -48,32 +48,42 @@ def markdown(*, title: str, scores: dict, ground_truth: dict[str, int], folds: S
     out.append(f"| {k} | {subject} | {c['mae']['tp']}/{c['mae']['fp']}/{c['mae']['fn']} | "
                f"{c['me']['tp']}/{c['me']['fp']}/{c['me']['fn']} | "
                f"{f['scores']['overall']['f1']:.4f} |")
-  out += ["", "## Settings", ""] + [f"- {k}: `{v}`" for k, v in settings.items()]
+  return "\n".join(out + report_tail(settings, curves, plots)) + "\n"
+
+
+def report_tail(settings: dict[str, Any], curves: str | None = None,
+                plots: Sequence[str] = (), curves_alt: str = "training curves") -> list[str]:
+  """A report's closing sections (markdown lines): settings, training curves, video plots."""
+  out = ["", "## Settings", ""] + [f"- {k}: `{v}`" for k, v in settings.items()]
   if curves:
-    out += ["", "## Training curves", "", f"![training curves]({curves})"]
+    out += ["", "## Training curves", "", f"![{curves_alt}]({curves})"]
   if plots:
     out += ["", "## Videos", ""] + [f"![{pathlib.Path(p).stem}]({p})" for p in plots]
-  return "\n".join(out) + "\n"
+  return out
 
 
-def plot_video(path: str | pathlib.Path, probs_Nx10: np.ndarray, frames_N: np.ndarray,
-               gt: Sequence[Span], pred: Sequence[Span], title: str,
-               note: str = "shaded = ground truth, black bars = predicted intervals") -> None:
-  """Apex and expression probabilities per type, ground truth shaded, predictions as bars;
-  ``note`` follows the title."""
+TYPE_COLORS = {"mae": "tab:blue", "me": "tab:red"}
+
+
+def plot_spans(path: str | pathlib.Path, frames_N: np.ndarray,
+               curves: dict[str, Sequence[tuple[np.ndarray, str, str, float]]],
+               gt: Sequence[Span], pred: Sequence[Span], title: str, note: str,
+               xlabel: str = "frame", height: float = 5.0) -> None:
+  """One panel per expression type ('mae' above 'me'): its curves (``curves[type]``: values
+  over ``frames_N``, label, colour, line width), ground-truth intervals shaded, predicted
+  ones as black bars above; ``note`` follows the title."""
   import matplotlib  # pylint: disable=import-outside-toplevel
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  fig, axes = plt.subplots(2, 1, figsize=(12, 5), sharex=True)
-  for ax, kind, color in ((axes[0], "mae", "tab:blue"), (axes[1], "me", "tab:red")):
-    ch = CHANNELS[kind]
+  fig, axes = plt.subplots(2, 1, figsize=(12, height), sharex=True)
+  for ax, kind in zip(axes, ("mae", "me")):
     for s in gt:
       if s.type == kind and s.offset is not None:
-        ax.axvspan(s.onset, s.offset, color=color, alpha=0.15, lw=0)
-    ax.plot(frames_N, probs_Nx10[:, ch["apex"]], color=color, lw=1, label="apex")
-    ax.plot(frames_N, probs_Nx10[:, ch["expr"]], color="gray", lw=0.8, label="expression")
+        ax.axvspan(s.onset, s.offset, color=TYPE_COLORS[kind], alpha=0.15, lw=0)
+    for values_N, label, color, lw in curves[kind]:
+      ax.plot(frames_N, values_N, color=color, lw=lw, label=label)
     for s in pred:
       if s.type == kind:
         ax.hlines(1.05, s.onset, s.offset, color="black", lw=4)
@@ -81,12 +91,23 @@ def plot_video(path: str | pathlib.Path, probs_Nx10: np.ndarray, frames_N: np.nd
     ax.set_ylabel(kind.upper())
     ax.legend(loc="upper right", fontsize=7)
   axes[0].set_title(f"{title}: {note}")
-  axes[1].set_xlabel("frame")
+  axes[1].set_xlabel(xlabel)
   fig.tight_layout()
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=80)
   plt.close(fig)
+
+
+def plot_video(path: str | pathlib.Path, probs_Nx10: np.ndarray, frames_N: np.ndarray,
+               gt: Sequence[Span], pred: Sequence[Span], title: str,
+               note: str = "shaded = ground truth, black bars = predicted intervals") -> None:
+  """Apex and expression probabilities per type, ground truth shaded, predictions as bars;
+  ``note`` follows the title."""
+  curves = {kind: [(probs_Nx10[:, CHANNELS[kind]["apex"]], "apex", TYPE_COLORS[kind], 1.0),
+                   (probs_Nx10[:, CHANNELS[kind]["expr"]], "expression", "gray", 0.8)]
+            for kind in ("mae", "me")}
+  plot_spans(path, frames_N, curves, gt, pred, title, note)
 
 
 def plot_curves(path: str | pathlib.Path, histories: Sequence[tuple[str, Sequence[float]]],

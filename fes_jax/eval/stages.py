@@ -23,12 +23,13 @@ from fes_jax.eval.megc import Span
 ORACLE_DIR = "oracle"  # fes_jax.train.fold.ORACLE_DIR (not imported: keeps eval free of JAX)
 
 
-def _oracle(ctx: Context) -> bool:
+def is_oracle(ctx: Context) -> bool:
+  """Whether the run uses the papers' oracle selection (outputs named ``*_oracle``)."""
   return ctx.config.train.selection == "oracle"
 
 
-def _suffix(ctx: Context) -> str:
-  return "_oracle" if _oracle(ctx) else ""
+def output_suffix(ctx: Context) -> str:
+  return "_oracle" if is_oracle(ctx) else ""
 
 
 def fold_dir(ctx: Context, k: int) -> pathlib.Path:
@@ -48,14 +49,14 @@ def evaluate(ctx: Context) -> dict[str, Any]:
   out = []
   for k, subject in enumerate(_subjects(ctx)):
     d = fold_dir(ctx, k)
-    if _oracle(ctx):
+    if is_oracle(ctx):
       result, spans = _oracle_fold(dataset, subject, d, ctx.config.eval)
     else:
       result, spans = spotting.evaluate_fold(dataset, subject, d / "predictions.npz",
                                              ctx.config.eval)
     result["selection"] = ctx.config.train.selection
-    write_json_atomic(d / f"eval{_suffix(ctx)}.json", result)
-    submission.write_csv(d / f"intervals{_suffix(ctx)}.csv", spans)
+    write_json_atomic(d / f"eval{output_suffix(ctx)}.json", result)
+    submission.write_csv(d / f"intervals{output_suffix(ctx)}.csv", spans)
     out.append({"fold": k, "subject": subject, "f1": result["scores"]["overall"]["f1"]})
   return {"folds": out}
 
@@ -94,22 +95,22 @@ def aggregate(ctx: Context) -> dict[str, Any]:
   folds, spans = [], []
   for k, _ in enumerate(_subjects(ctx)):
     d = fold_dir(ctx, k)
-    folds.append(json.loads((d / f"eval{_suffix(ctx)}.json").read_text()))
-    spans += submission.read_csv(d / f"intervals{_suffix(ctx)}.csv")
+    folds.append(json.loads((d / f"eval{output_suffix(ctx)}.json").read_text()))
+    spans += submission.read_csv(d / f"intervals{output_suffix(ctx)}.csv")
   total = megc.add_counts(*(f["counts"] for f in folds))
   gt = [s for f in folds for s in spotting.ground_truth(dataset, set(f["videos"]))]
   gt_counts = {t: sum(1 for s in gt if s.type == t) for t in megc.TYPES}
   gt_counts["overall"] = len(gt)
   metrics = {"scores": megc.scores(total), "counts": total, "ground_truth": gt_counts,
              "folds": folds, "selection": ctx.config.train.selection,
-             "oracle": _oracle(ctx)}
+             "oracle": is_oracle(ctx)}
   results = ctx.path("results")
-  write_json_atomic(results / f"metrics{_suffix(ctx)}.json", metrics)
-  submission.write_csv(results / f"submission{_suffix(ctx)}.csv",
+  write_json_atomic(results / f"metrics{output_suffix(ctx)}.json", metrics)
+  submission.write_csv(results / f"submission{output_suffix(ctx)}.csv",
                        spotting.to_original(dataset, spans))
   s = metrics["scores"]
   return {"f1": {t: round(s[t]["f1"], 4) for t in ("mae", "me", "overall")},
-          "oracle": _oracle(ctx)}
+          "oracle": is_oracle(ctx)}
 
 
 def report(ctx: Context) -> dict[str, Any]:
@@ -117,22 +118,22 @@ def report(ctx: Context) -> dict[str, Any]:
 
   dataset = stages.load_dataset(ctx)
   results = ctx.path("results")
-  metrics = json.loads((results / f"metrics{_suffix(ctx)}.json").read_text())
+  metrics = json.loads((results / f"metrics{output_suffix(ctx)}.json").read_text())
   plots = []
   budget = ctx.config.eval.plots
   for k, f in enumerate(metrics["folds"]):
     if budget == 0:
       break
     d = fold_dir(ctx, k)
-    path = (oracle_predictions(d)[f["oracle_epoch"]] if _oracle(ctx)
+    path = (oracle_predictions(d)[f["oracle_epoch"]] if is_oracle(ctx)
             else d / "predictions.npz")
     preds = spotting.load_predictions(path)
-    spans = submission.read_csv(d / f"intervals{_suffix(ctx)}.csv")
+    spans = submission.read_csv(d / f"intervals{output_suffix(ctx)}.csv")
     for video, p in preds.items():
       if budget != -1 and len(plots) >= budget:
         break
       gt = spotting.ground_truth(dataset, {video})
-      name = f"plots/{video.replace('/', '__')}{_suffix(ctx)}.png"
+      name = f"plots/{video.replace('/', '__')}{output_suffix(ctx)}.png"
       report_lib.plot_video(results / name, p["probs"], p["frame_numbers"], gt,
                             [s for s in spans if s.video == video], video)
       plots.append(name)
@@ -148,7 +149,7 @@ def report(ctx: Context) -> dict[str, Any]:
                              ground_truth=metrics["ground_truth"], folds=metrics["folds"],
                              selection=metrics["selection"], settings=settings, plots=plots,
                              curves=curves)
-  path = results / f"report{_suffix(ctx)}.md"
+  path = results / f"report{output_suffix(ctx)}.md"
   tmp = path.with_name(f".{path.name}.tmp")
   tmp.write_text(text)
   tmp.replace(path)
@@ -166,7 +167,7 @@ def _curves(ctx: Context, results: pathlib.Path, n: int) -> str | None:
         histories.append((f"fold {k}", losses))
   if not histories:
     return None
-  name = f"training_curves{_suffix(ctx)}.png"
+  name = f"training_curves{output_suffix(ctx)}.png"
   report_lib.plot_curves(results / name, histories)
   return name
 

@@ -42,9 +42,10 @@ import numpy as np
 from fes_jax.context import Context, write_json_atomic
 from fes_jax.eval import frame_metrics, megc, report as report_lib, spotting, submission
 from fes_jax.eval.megc import Span
+from fes_jax.eval.stages import (ORACLE_DIR, fold_dir, is_oracle, oracle_predictions,
+                                 output_suffix)
 
 CLASS_TYPES = {1: "mae", 2: "me"}
-ORACLE_DIR = "oracle"  # fes_jax.fesnet.train.ORACLE_DIR (not imported: keeps eval free of JAX)
 PREDICTIONS = "predictions.npz"
 
 
@@ -178,27 +179,9 @@ def evaluate_predictions(dataset: Any, videos: Iterable[str], preds: dict[str, n
 # ---------------------------------------------------------------------------- stages
 
 
-def _oracle(ctx: Context) -> bool:
-  return ctx.config.train.selection == "oracle"
-
-
-def _suffix(ctx: Context) -> str:
-  return "_oracle" if _oracle(ctx) else ""
-
-
-def fold_dir(ctx: Context, k: int) -> pathlib.Path:
-  return ctx.path("folds", f"fold_{k:03d}")
-
-
-def oracle_predictions(d: pathlib.Path) -> dict[int, pathlib.Path]:
-  """``{epoch: path}`` of a fold's per-epoch held-out predictions (oracle protocol)."""
-  paths = sorted((d / ORACLE_DIR).glob("epoch_*.npz"))
-  return {int(p.stem.removeprefix("epoch_")): p for p in paths}
-
-
 def _evaluate_fold(ctx: Context, dataset: Any, spec: Any, d: pathlib.Path
                    ) -> tuple[dict[str, Any], list[Span], pathlib.Path]:
-  if not _oracle(ctx):
+  if not is_oracle(ctx):
     path = d / PREDICTIONS
     result, spans = evaluate_predictions(dataset, spec.test_videos, load_predictions(path),
                                          ctx.config.eval)
@@ -231,8 +214,8 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     result, spans, path = _evaluate_fold(ctx, dataset, spec, d)
     result.update(fold=spec.index, name=spec.name, selection=ctx.config.train.selection,
                   predictions=str(path.relative_to(ctx.workdir)))
-    write_json_atomic(d / f"eval{_suffix(ctx)}.json", result)
-    submission.write_csv(d / f"intervals{_suffix(ctx)}.csv", spans)
+    write_json_atomic(d / f"eval{output_suffix(ctx)}.json", result)
+    submission.write_csv(d / f"intervals{output_suffix(ctx)}.csv", spans)
     out.append({"fold": spec.index, "name": spec.name,
                 "f1": round(result["scores"]["overall"]["f1"], 4),
                 "frame_accuracy": round(result["frame_accuracy"], 4)})
@@ -245,8 +228,8 @@ def aggregate(ctx: Context) -> dict[str, Any]:
   folds, spans = [], []
   for spec in fesnet_stages.fold_plan(ctx):
     d = fold_dir(ctx, spec.index)
-    folds.append(json.loads((d / f"eval{_suffix(ctx)}.json").read_text()))
-    spans += submission.read_csv(d / f"intervals{_suffix(ctx)}.csv")
+    folds.append(json.loads((d / f"eval{output_suffix(ctx)}.json").read_text()))
+    spans += submission.read_csv(d / f"intervals{output_suffix(ctx)}.csv")
   total = megc.add_counts(*(f["counts"] for f in folds))
   gt_counts = {t: sum(f["ground_truth"][t] for f in folds) for t in megc.TYPES}
   gt_counts["overall"] = sum(gt_counts[t] for t in megc.TYPES)
@@ -260,19 +243,19 @@ def aggregate(ctx: Context) -> dict[str, Any]:
       "edit_video": float(np.mean(video_edits)) if video_edits else 0.0,
       "edit_clip": sum(f["edit_clip_sum"] for f in folds) / clips if clips else 0.0,
       "frames": {"correct": correct, "total": frames}, "clips": clips,
-      "folds": folds, "selection": ctx.config.train.selection, "oracle": _oracle(ctx),
+      "folds": folds, "selection": ctx.config.train.selection, "oracle": is_oracle(ctx),
       "protocol": ctx.config.loso.protocol, "task": "fesnet",
       "iou": {"threshold": ctx.config.eval.iou_threshold,
               "inclusive": ctx.config.eval.iou_inclusive},
   }
   results = ctx.path("results")
-  write_json_atomic(results / f"metrics{_suffix(ctx)}.json", metrics)
-  submission.write_csv(results / f"submission{_suffix(ctx)}.csv", spans)
+  write_json_atomic(results / f"metrics{output_suffix(ctx)}.json", metrics)
+  submission.write_csv(results / f"submission{output_suffix(ctx)}.csv", spans)
   s = metrics["scores"]
   return {"f1": {t: round(s[t]["f1"], 4) for t in ("mae", "me", "overall")},
           "frame_accuracy": round(metrics["frame_accuracy"], 4),
           "edit_video": round(metrics["edit_video"], 2),
-          "edit_clip": round(metrics["edit_clip"], 2), "oracle": _oracle(ctx)}
+          "edit_clip": round(metrics["edit_clip"], 2), "oracle": is_oracle(ctx)}
 
 
 def markdown(*, title: str, metrics: dict[str, Any], settings: dict[str, Any],
@@ -309,42 +292,18 @@ def markdown(*, title: str, metrics: dict[str, Any], settings: dict[str, Any],
                f"{c['me']['tp']}/{c['me']['fp']}/{c['me']['fn']} | "
                f"{f['scores']['overall']['f1']:.4f} | {100 * f['frame_accuracy']:.2f} | "
                f"{f['edit_video']:.2f} |")
-  out += ["", "## Settings", ""] + [f"- {k}: `{v}`" for k, v in settings.items()]
-  if curves:
-    out += ["", "## Training curves", "", f"![training curves]({curves})"]
-  if plots:
-    out += ["", "## Videos", ""] + [f"![{pathlib.Path(p).stem}]({p})" for p in plots]
-  return "\n".join(out) + "\n"
+  return "\n".join(out + report_lib.report_tail(settings, curves, plots)) + "\n"
 
 
 def plot_video(path: str | pathlib.Path, v: VideoFrames, gt: list[Span], pred: list[Span],
                title: str) -> None:
   """MaE and ME probabilities per frame (original numbering), ground truth shaded, predicted
   intervals as bars."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  fig, axes = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True)
-  for ax, (code, kind), color in zip(axes, CLASS_TYPES.items(), ("tab:blue", "tab:red")):
-    for s in gt:
-      if s.type == kind and s.offset is not None:
-        ax.axvspan(s.onset, s.offset, color=color, alpha=0.15, lw=0)
-    ax.plot(v.frame_numbers, v.probs[:, code], color=color, lw=1, label=f"p({kind})")
-    for s in pred:
-      if s.type == kind:
-        ax.hlines(1.05, s.onset, s.offset, color="black", lw=4)
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel(kind.upper())
-    ax.legend(loc="upper right", fontsize=7)
-  axes[0].set_title(f"{title}: shaded = ground truth, black bars = predicted intervals")
-  axes[1].set_xlabel("frame (original numbering)")
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
+  curves = {kind: [(v.probs[:, code], f"p({kind})", report_lib.TYPE_COLORS[kind], 1.0)]
+            for code, kind in CLASS_TYPES.items()}
+  report_lib.plot_spans(path, v.frame_numbers, curves, gt, pred, title,
+                        "shaded = ground truth, black bars = predicted intervals",
+                        xlabel="frame (original numbering)", height=4.5)
 
 
 def report(ctx: Context) -> dict[str, Any]:
@@ -352,7 +311,7 @@ def report(ctx: Context) -> dict[str, Any]:
 
   dataset = stages.load_dataset(ctx)
   results = ctx.path("results")
-  metrics = json.loads((results / f"metrics{_suffix(ctx)}.json").read_text())
+  metrics = json.loads((results / f"metrics{output_suffix(ctx)}.json").read_text())
   plots: list[str] = []
   budget = ctx.config.eval.plots
   for f in metrics["folds"]:
@@ -360,11 +319,11 @@ def report(ctx: Context) -> dict[str, Any]:
       break
     d = fold_dir(ctx, f["fold"])
     stitched = stitch(load_predictions(ctx.workdir / f["predictions"]))
-    spans = submission.read_csv(d / f"intervals{_suffix(ctx)}.csv")
+    spans = submission.read_csv(d / f"intervals{output_suffix(ctx)}.csv")
     for video, v in stitched.items():
       if budget > 0 and len(plots) >= budget:
         break
-      name = f"plots/{video.replace('/', '__')}{_suffix(ctx)}.png"
+      name = f"plots/{video.replace('/', '__')}{output_suffix(ctx)}.png"
       plot_video(results / name, v, spotting.ground_truth(dataset, {video}),
                  [s for s in spans if s.video == video], video)
       plots.append(name)
@@ -382,7 +341,7 @@ def report(ctx: Context) -> dict[str, Any]:
               "training clips": c.train.clips, "min_frames": c.eval.min_frames}
   title = f"fes_jax FESNet report: fesnet on {c.dataset.name}"
   text = markdown(title=title, metrics=metrics, settings=settings, plots=plots, curves=curves)
-  path = results / f"report{_suffix(ctx)}.md"
+  path = results / f"report{output_suffix(ctx)}.md"
   tmp = path.with_name(f".{path.name}.tmp")
   tmp.write_text(text)
   tmp.replace(path)
@@ -400,6 +359,6 @@ def _curves(ctx: Context, results: pathlib.Path, folds: list[int]) -> str | None
         histories.append((f"fold {k}", losses))
   if not histories:
     return None
-  name = f"training_curves{_suffix(ctx)}.png"
+  name = f"training_curves{output_suffix(ctx)}.png"
   report_lib.plot_curves(results / name, histories)
   return name

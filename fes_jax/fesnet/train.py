@@ -42,11 +42,10 @@ from fes_jax.fesnet import data as data_lib, step as step_lib
 from fes_jax.models.fesnet import FesnetConfig
 from fes_jax.train import data as train_data, loop, mesh as mesh_lib, state as state_lib
 from fes_jax.train import step as train_step_lib
-from fes_jax.train.checkpoint import FoldCheckpoints
-from fes_jax.train.metrics import MetricsWriter, to_python
+from fes_jax.train.fold import ORACLE_DIR
+from fes_jax.train.metrics import to_python
 
 PREDICTIONS = "predictions.npz"
-ORACLE_DIR = "oracle"  # per-epoch held-out predictions of the oracle protocol
 _COMPILED: dict[Any, tuple[Any, Any]] = {}  # the compiled steps of the last configuration
 
 
@@ -208,35 +207,22 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
            "test_videos": list(spec.test_videos), "train_clips": num_clips,
            "class_weights": weights.tolist(), "train_class_frames": class_counts.tolist(),
            "steps_per_epoch": steps, "batch_clips": t.batch_clips}
-  writer = MetricsWriter(out_dir, enabled=mesh_lib.is_writer())
-  checkpoints = FoldCheckpoints(out_dir / "checkpoints", max_to_keep=t.checkpoint_keep,
-                                async_save=t.checkpoint_async)
-  try:
-    result = loop.fit(state, train_step=train_step, train_batches=batches,
-                      cfg=loop.FitConfig(epochs=t.epochs, steps_per_epoch=steps,
-                                         selection="last_epoch", max_bad_steps=t.max_bad_steps),
-                      checkpoints=checkpoints, writer=writer, observe=observe,
-                      extra_json=extra, on_epoch_end=on_epoch_end)
-  finally:
-    checkpoints.close()
-    writer.close()
+  result = loop.fit_fold(out_dir, state, checkpoint_keep=t.checkpoint_keep,
+                         checkpoint_async=t.checkpoint_async, train_step=train_step,
+                         train_batches=batches,
+                         cfg=loop.FitConfig(epochs=t.epochs, steps_per_epoch=steps,
+                                            selection="last_epoch",
+                                            max_bad_steps=t.max_bad_steps),
+                         observe=observe, extra_json=extra, on_epoch_end=on_epoch_end)
 
   preds = predict_held_out(result.selected)
   if mesh_lib.is_writer():
     train_data.save_predictions(out_dir / PREDICTIONS, preds, epoch=result.selected_epoch,
                                 selection=t.selection, **info)
-  last = result.history[-1]
   record = {
-      **extra, "epochs": len(result.history), "selected_epoch": result.selected_epoch,
-      "resumed_from_epoch": result.resumed_from, "final_loss": last["train_loss"],
-      "skipped_steps": int(sum(h["skipped_steps"] for h in result.history)),
-      "train_seconds": round(result.train_seconds, 2),
-      "clips_per_s": round(result.train_windows / result.train_seconds, 2)
-                     if result.train_seconds > 0 else None,
+      **extra, **loop.result_record(result, "clips_per_s"),
       "compile_seconds": round(compile_seconds, 2),
-      "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
-      "devices": int(mesh.devices.size), "processes": jax.process_count(),
-      "device_kind": jax.devices()[0].device_kind, "compute_dtype": t.compute_dtype,
+      **loop.run_record(mesh, t.compute_dtype, params),
       "test_frames": int(preds["probs"].shape[0]), "predictions": PREDICTIONS,
       "oracle_predictions": ORACLE_DIR if t.selection == "oracle" else None,
       "fold_seconds": round(time.time() - start, 2)}

@@ -176,9 +176,7 @@ def report(ctx: Context) -> dict[str, Any]:
     out.append(f"| {f['fold']} | {f['subject']} | {f['clips']} | {f['correct']} | "
                f"{f['acc']:.4f} | {f['epoch']} | "
                f"{'' if loss is None else f'{loss:.4f}'} |")
-  out += ["", "## Settings", ""] + [f"- {k}: `{v}`" for k, v in cfg.items()]
-  if curves:
-    out += ["", "## Training curves", "", f"![training loss per fold]({curves})"]
+  out += report_lib.report_tail(cfg, curves, curves_alt="training loss per fold")
   (results / "report.md").write_text("\n".join(out) + "\n")
   write_json_atomic(results / "report.json", {**metrics, "settings": cfg})
   return {"report": "results/report.md", "json": "results/report.json"}

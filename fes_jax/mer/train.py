@@ -47,8 +47,7 @@ from fes_jax.context import Context, write_json_atomic
 from fes_jax.mer import metrics as mer_metrics
 from fes_jax.models.mol import Mol, MolConfig
 from fes_jax.train import loop, mesh as mesh_lib, state as state_lib, step as step_lib
-from fes_jax.train.checkpoint import FoldCheckpoints
-from fes_jax.train.metrics import MetricsWriter, to_python
+from fes_jax.train.metrics import to_python
 
 PREDICTIONS = "predictions.json"
 OPTIMIZERS = ("adam", "adamw")
@@ -401,19 +400,13 @@ def run_fold(config: ml_collections.ConfigDict, builder, held_out: str,
   extra = {"fold": fold, "held_out": held_out, "selection": t.selection,
            "train_subjects": train_subjects, "train_samples": n_train,
            "steps_per_epoch": steps, "batch_size": batch}
-  writer = MetricsWriter(out_dir, enabled=mesh_lib.is_writer())
-  checkpoints = FoldCheckpoints(out_dir / "checkpoints", max_to_keep=t.checkpoint_keep,
-                                async_save=t.checkpoint_async)
-  try:
-    result = loop.fit(state, train_step=train_fn, train_batches=batches,
-                      cfg=loop.FitConfig(epochs=epochs, steps_per_epoch=steps,
-                                         selection="last_epoch",
-                                         max_bad_steps=t.max_bad_steps),
-                      checkpoints=checkpoints, writer=writer, extra_json=extra,
-                      on_epoch_end=on_epoch_end)
-  finally:
-    checkpoints.close()
-    writer.close()
+  result = loop.fit_fold(out_dir, state, checkpoint_keep=t.checkpoint_keep,
+                         checkpoint_async=t.checkpoint_async, train_step=train_fn,
+                         train_batches=batches,
+                         cfg=loop.FitConfig(epochs=epochs, steps_per_epoch=steps,
+                                            selection="last_epoch",
+                                            max_bad_steps=t.max_bad_steps),
+                         extra_json=extra, on_epoch_end=on_epoch_end)
 
   preds = predict_split(lambda b: eval_fn(result.selected, b), config, builder, test_split,
                         train_split, batch=eval_batch, mesh=mesh, class_names=names)
@@ -427,20 +420,15 @@ def run_fold(config: ml_collections.ConfigDict, builder, held_out: str,
         "fold": fold, "held_out": held_out, "epoch": result.selected_epoch,
         "selection": t.selection, "classes": list(names), "clips": preds,
         "confusion_matrix": cm.tolist()}))
-  last = result.history[-1]
   record = {
-      **extra, "epochs": len(result.history), "selected_epoch": result.selected_epoch,
-      "resumed_from_epoch": result.resumed_from, "final_loss": last["train_loss"],
-      "final_train_acc": last.get("train_acc"),
-      "skipped_steps": int(sum(h["skipped_steps"] for h in result.history)),
+      **extra, **loop.result_record(result),
+      "final_train_acc": result.history[-1].get("train_acc"),
       "test_clips": len(preds), "test_correct": int(np.trace(cm)),
       "test_acc": float(np.trace(cm) / max(len(preds), 1)),
-      "train_seconds": round(result.train_seconds, 2),
       "compile_seconds": round(compile_seconds, 2),
-      "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
-      "devices": int(mesh.devices.size), "device_kind": jax.devices()[0].device_kind,
-      "compute_dtype": t.compute_dtype, "frame_norm_stats": stats,
-      "predictions": PREDICTIONS, "fold_seconds": round(time.time() - start, 2)}
+      **loop.run_record(mesh, t.compute_dtype, params),
+      "frame_norm_stats": stats, "predictions": PREDICTIONS,
+      "fold_seconds": round(time.time() - start, 2)}
   if mesh_lib.is_writer():
     write_json_atomic(out_dir / "fold.json", to_python(record))
   return to_python(record)

@@ -42,8 +42,7 @@ from fes_jax.losses import LossWeights
 from fes_jax.models import ModelConfig
 from fes_jax.train import data as data_lib
 from fes_jax.train import loop, mesh as mesh_lib, state as state_lib, step as step_lib
-from fes_jax.train.checkpoint import FoldCheckpoints
-from fes_jax.train.metrics import MetricsWriter, to_python
+from fes_jax.train.metrics import to_python
 
 PREDICTIONS = "predictions.npz"
 # The papers' protocol: every epoch's predictions of the held-out subject, kept here; the
@@ -214,35 +213,23 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
   extra = {"fold": fold, "held_out": held_out, "selection": t.selection,
            "train_subjects": train_subjects, "validation_subjects": val_subjects,
            "steps_per_epoch": steps, "batch_segments": t.batch_segments}
-  writer = MetricsWriter(out_dir, enabled=mesh_lib.is_writer())
-  checkpoints = FoldCheckpoints(out_dir / "checkpoints", max_to_keep=t.checkpoint_keep,
-                                async_save=t.checkpoint_async)
-  try:
-    result = loop.fit(state, train_step=train_step, train_batches=batches,
-                      cfg=loop.FitConfig(epochs=t.epochs, steps_per_epoch=steps,
-                                         selection="last_epoch" if t.selection == "oracle"
-                                         else t.selection, max_bad_steps=t.max_bad_steps),
-                      checkpoints=checkpoints, writer=writer, validate=validate,
-                      observe=observe, extra_json=extra, on_epoch_end=on_epoch_end)
-  finally:
-    checkpoints.close()
-    writer.close()
+  result = loop.fit_fold(out_dir, state, checkpoint_keep=t.checkpoint_keep,
+                         checkpoint_async=t.checkpoint_async, train_step=train_step,
+                         train_batches=batches,
+                         cfg=loop.FitConfig(epochs=t.epochs, steps_per_epoch=steps,
+                                            selection="last_epoch" if t.selection == "oracle"
+                                            else t.selection, max_bad_steps=t.max_bad_steps),
+                         validate=validate, observe=observe, extra_json=extra,
+                         on_epoch_end=on_epoch_end)
 
   preds, _ = predict_held_out(result.selected)
   if mesh_lib.is_writer():
     data_lib.save_predictions(out_dir / PREDICTIONS, preds, subject=held_out,
                               epoch=result.selected_epoch, selection=t.selection)
-  last = result.history[-1]
   record = {
-      **extra, "epochs": len(result.history), "selected_epoch": result.selected_epoch,
-      "resumed_from_epoch": result.resumed_from, "final_loss": last["train_loss"],
-      "skipped_steps": int(sum(h["skipped_steps"] for h in result.history)),
-      "train_seconds": round(result.train_seconds, 2),
-      "samples_per_s": round(result.train_windows / result.train_seconds, 2)
-                       if result.train_seconds > 0 else None,
-      "compile_seconds": round(compile_seconds, 2), "params": count_params_of(params),
-      "devices": int(mesh.devices.size), "processes": jax.process_count(),
-      "device_kind": jax.devices()[0].device_kind, "compute_dtype": t.compute_dtype,
+      **extra, **loop.result_record(result, "samples_per_s"),
+      "compile_seconds": round(compile_seconds, 2),
+      **loop.run_record(mesh, t.compute_dtype, params),
       "test_windows": int(preds["probs"].shape[0]), "predictions": PREDICTIONS,
       "oracle_predictions": ORACLE_DIR if t.selection == "oracle" else None,
       "fold_seconds": round(time.time() - start, 2)}

@@ -8,6 +8,7 @@ state, so a run restarted from epoch e's checkpoint continues as if never stoppe
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import time
 from typing import Any, Callable, Iterable
 
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fes_jax.train import mesh as mesh_lib
 from fes_jax.train.checkpoint import FoldCheckpoints
 from fes_jax.train.metrics import MetricsWriter, to_python
 from fes_jax.train.state import TrainState
@@ -182,3 +184,39 @@ def _check(metrics: dict[str, Any], max_bad_steps: int, epoch: int) -> None:
         f"epoch {epoch}: {bad} consecutive steps with a non-finite loss or gradient (limit "
         f"train.max_bad_steps = {max_bad_steps}); the last good state is the latest "
         "checkpoint. Lower the learning rate or check the features for NaN/inf")
+
+
+def fit_fold(out_dir: Any, state: TrainState, *, checkpoint_keep: int,
+             checkpoint_async: bool, **fit_kwargs: Any) -> FitResult:
+  """:func:`fit` with a fold's own writer (``<out_dir>/metrics.json``, TensorBoard; process 0
+  only) and checkpoints (``<out_dir>/checkpoints``), both closed however it ends."""
+  writer = MetricsWriter(out_dir, enabled=mesh_lib.is_writer())
+  checkpoints = FoldCheckpoints(pathlib.Path(out_dir) / "checkpoints",
+                                max_to_keep=checkpoint_keep, async_save=checkpoint_async)
+  try:
+    return fit(state, checkpoints=checkpoints, writer=writer, **fit_kwargs)
+  finally:
+    checkpoints.close()
+    writer.close()
+
+
+def result_record(result: FitResult, rate_name: str | None = None) -> dict[str, Any]:
+  """The fit's part of a fold record: epochs, selection, resume, last loss, skipped steps,
+  train time and (``rate_name``) training samples per second."""
+  record = {
+      "epochs": len(result.history), "selected_epoch": result.selected_epoch,
+      "resumed_from_epoch": result.resumed_from,
+      "final_loss": result.history[-1]["train_loss"],
+      "skipped_steps": int(sum(h["skipped_steps"] for h in result.history)),
+      "train_seconds": round(result.train_seconds, 2)}
+  if rate_name:
+    record[rate_name] = (round(result.train_windows / result.train_seconds, 2)
+                         if result.train_seconds > 0 else None)
+  return record
+
+
+def run_record(mesh: Any, compute_dtype: str, params: Any) -> dict[str, Any]:
+  """Where and how a fold ran: parameters, devices, processes, device kind, compute dtype."""
+  return {"params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
+          "devices": int(mesh.devices.size), "processes": jax.process_count(),
+          "device_kind": jax.devices()[0].device_kind, "compute_dtype": compute_dtype}
