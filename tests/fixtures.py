@@ -121,6 +121,19 @@ def write_casme2_dataset(root: pathlib.Path, num_frames: int = 60,
           "landmarks_root": root / "landmarks"}
 
 
+def main_flags(paths) -> list[str]:
+  """fes_jax.main overrides of a tiny run on ``write_casme2_dataset``'s data (2 epochs of 2
+  steps)."""
+  return [f"--config.dataset.annotations={paths['annotations']}",
+          f"--config.dataset.frames_root={paths['frames_root']}",
+          f"--config.dataset.frame_counts={paths['frame_counts']}",
+          "--config.preprocess.landmarks=file",
+          f"--config.preprocess.landmarks_root={paths['landmarks_root']}",
+          "--config.preprocess.face_size=128", "--config.preprocess.workers=1",
+          "--config.train.epochs=2", "--config.train.steps_per_epoch=2",
+          "--config.train.batch_segments=8", "--config.eval.plots=0"]
+
+
 def write_samm_xlsx(path: pathlib.Path, rows, *, header=None) -> pathlib.Path:
   """SAMM-LV FACS file: 9 preamble rows, header on row 10."""
   import openpyxl

@@ -34,18 +34,6 @@ CONFIG = str(ROOT / "configs/spot_gcn.py") + ":dataset=casme2"
 LAUNCHER = str(ROOT / "tools/launch_loso.py")
 
 
-def main_flags(paths) -> list[str]:
-  """fes_jax.main overrides of the tiny run (the fixture dataset, 2 epochs of 2 steps)."""
-  return [f"--config.dataset.annotations={paths['annotations']}",
-          f"--config.dataset.frames_root={paths['frames_root']}",
-          f"--config.dataset.frame_counts={paths['frame_counts']}",
-          "--config.preprocess.landmarks=file",
-          f"--config.preprocess.landmarks_root={paths['landmarks_root']}",
-          "--config.preprocess.face_size=128", "--config.preprocess.workers=1",
-          "--config.train.epochs=2", "--config.train.steps_per_epoch=2",
-          "--config.train.batch_segments=8", "--config.eval.plots=0"]
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   return fixtures.write_casme2_dataset(tmp_path_factory.mktemp("data"), num_frames=24,
@@ -72,7 +60,7 @@ def cache_env(tmp_path_factory):
 
 def _launch(workdir, paths, env, *flags):
   cmd = [sys.executable, LAUNCHER, "--mode=slurm", f"--config={CONFIG}", f"--workdir={workdir}",
-         *flags, "--", *main_flags(paths)]
+         *flags, "--", *fixtures.main_flags(paths)]
   run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
   logs = pathlib.Path(workdir) / "logs/slurm"
   if run.returncode != 0 and logs.is_dir():  # show the jobs' errors
@@ -109,7 +97,7 @@ def test_local_executor_runs_every_fold_equals_sequential_and_resumes(data, cach
 
   # The plain sequential run (the same library entry point, this process, 8 devices).
   seq = tmp_path / "sequential"
-  config = cluster.load_config(CONFIG, main_flags(data))
+  config = cluster.load_config(CONFIG, fixtures.main_flags(data))
   assert config.train.epochs == 2 and config.model.name == "spot_gcn"  # flags were read
   result = pipeline.run(config, seq)
   assert result["done"][-1] == "report"
@@ -166,7 +154,8 @@ def test_local_executor_a_failed_step_fails_what_depends_on_it(data, tmp_path):
   work = tmp_path / "w"
   cmd = [sys.executable, LAUNCHER, "--mode=slurm", "--slurm_executor=local",
          f"--config={CONFIG}", f"--workdir={work}", "--slurm_array_parallelism=1", "--",
-         *main_flags(data), f"--config.preprocess.landmarks_root={tmp_path / 'none'}"]
+         *fixtures.main_flags(data),
+         f"--config.preprocess.landmarks_root={tmp_path / 'none'}"]
   run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
   assert run.returncode == 1
   for name in ("data stages", "fold 0", "fold 1", "evaluate / aggregate / report"):
@@ -233,9 +222,11 @@ def test_slurm_submission_uses_an_array_and_afterok_dependencies(data, tmp_path)
     job = utils.DelayedSubmission.load(work / f"logs/slurm/1002_{k}_submitted.pkl").function
     assert isinstance(job, cluster.MainJob) and job.after == []
     assert job.argv[-1] == f"--fold={k}" and job.argv[0] == f"--config={CONFIG}"
-    assert job.argv[1] == f"--workdir={work}" and job.argv[2:-1] == main_flags(data)
+    assert job.argv[1] == f"--workdir={work}"
+    assert job.argv[2:-1] == fixtures.main_flags(data)
   agg_job = utils.DelayedSubmission.load(work / "logs/slurm/1003_submitted.pkl").function
-  assert agg_job.argv == [f"--config={CONFIG}", f"--workdir={work}", *main_flags(data)]
+  assert agg_job.argv == [f"--config={CONFIG}", f"--workdir={work}",
+                          *fixtures.main_flags(data)]
 
 
 def test_fold_count_before_the_data_exists(tmp_path):

@@ -67,18 +67,6 @@ cluster.run_main(sys.argv[1:])
 """
 
 
-def main_flags(paths) -> list[str]:
-  """fes_jax.main overrides of the tiny run (the fixture dataset, 2 epochs of 2 steps)."""
-  return [f"--config.dataset.annotations={paths['annotations']}",
-          f"--config.dataset.frames_root={paths['frames_root']}",
-          f"--config.dataset.frame_counts={paths['frame_counts']}",
-          "--config.preprocess.landmarks=file",
-          f"--config.preprocess.landmarks_root={paths['landmarks_root']}",
-          "--config.preprocess.face_size=128", "--config.preprocess.workers=1",
-          "--config.train.epochs=2", "--config.train.steps_per_epoch=2",
-          "--config.train.batch_segments=8", "--config.eval.plots=0"]
-
-
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -130,7 +118,7 @@ def test_two_processes_train_like_one(tmp_path):
   from fes_jax import pipeline  # pylint: disable=import-outside-toplevel
 
   paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=24, faces=True)
-  flags = main_flags(paths)
+  flags = fixtures.main_flags(paths)
   config = cluster.load_config(CONFIG, flags + [f"--config.train.adam_eps={ADAM_EPS}"])
   multi, single = tmp_path / "multi", tmp_path / "single"
   pipeline.run(config, multi, stop_after="preprocess")  # the data stages, once

@@ -297,6 +297,47 @@ CASME2_COLUMNS = {
 _REQUIRED = ("subject", "filename", "onset", "apex", "offset", "emotion")
 
 
+@dataclasses.dataclass(frozen=True)
+class _CodedRow:
+  """One checked row of a CASME II / SAMM coding sheet."""
+
+  row: int  # 1-based, as a spreadsheet shows it
+  get: Any  # field name -> cell value
+  where: dict
+  subject: str
+  clip: str
+  onset: int
+  apex: int | None
+  offset: int
+
+
+def _coded_rows(path: pathlib.Path, sheet: str | None, header: int, cols: dict[str, int],
+                rows: Sequence[Sequence[Any]], *, subject_prefix: str, subject_width: int,
+                apex_missing_ints: tuple[int, ...] = ()) -> Iterable[_CodedRow]:
+  """Every non-blank row after the header: subject (``<prefix><number>``, zero-padded to
+  ``subject_width``), file name, onset <= apex <= offset, each error naming file/sheet/row."""
+  for i in range(header + 1, len(rows)):
+    row = rows[i]
+    if ss.is_blank(row):
+      continue
+    where = dict(file=path, sheet=sheet, row=i + 1)
+
+    def get(f, row=row):
+      return ss.cell(row, cols.get(f))
+
+    number = _subject_number(get("subject"), prefix=subject_prefix, where=where)
+    clip = ss.text(get("filename"))
+    if not clip:
+      raise AnnotationError("filename is empty", field="filename", **where)
+    onset = _frame(get("onset"), where=where, field="onset")
+    apex = _frame(get("apex"), where=where, field="apex", allow_missing=("/", "-"),
+                  missing_ints=apex_missing_ints)
+    offset = _frame(get("offset"), where=where, field="offset")
+    _check_order(onset, apex, offset, where)
+    yield _CodedRow(i + 1, get, where, f"{subject_prefix}{number:0{subject_width}d}", clip,
+                    onset, apex, offset)
+
+
 def read_casme2(path: str | os.PathLike, *, frames_root: str | os.PathLike | None = None,
                 dataset: str = "casme2") -> list[MerClip]:
   """Reads a CASME II coding file (``CASME2-coding-20140508.xlsx``, or a CSV with its header).
@@ -315,25 +356,13 @@ def read_casme2(path: str | os.PathLike, *, frames_root: str | os.PathLike | Non
   else:
     sheet, header, cols, rows = _workbook_rows(path, CASME2_COLUMNS, _REQUIRED)
   clips = []
-  for i in range(header + 1, len(rows)):
-    row = rows[i]
-    if ss.is_blank(row):
-      continue
-    where = dict(file=path, sheet=sheet, row=i + 1)
-    get = lambda f: ss.cell(row, cols.get(f))  # pylint: disable=cell-var-from-loop
-    subject = f"sub{_subject_number(get('subject'), prefix='sub', where=where):02d}"
-    clip = ss.text(get("filename"))
-    if not clip:
-      raise AnnotationError("filename is empty", field="filename", **where)
-    onset = _frame(get("onset"), where=where, field="onset")
-    apex = _frame(get("apex"), where=where, field="apex", allow_missing=("/", "-"))
-    offset = _frame(get("offset"), where=where, field="offset")
-    _check_order(onset, apex, offset, where)
+  for r in _coded_rows(path, sheet, header, cols, rows, subject_prefix="sub", subject_width=2):
     clips.append(MerClip(
-        dataset=dataset, subject=subject, clip=clip, onset=onset, apex=apex, offset=offset,
-        aus=ss.text(get("aus")), emotion=_emotion(get("emotion"), dataset, where, "emotion"),
-        frames=_frames_folder(frames_root, subject, clip, where),
-        source=SourceRef(str(path), sheet, i + 1)))
+        dataset=dataset, subject=r.subject, clip=r.clip, onset=r.onset, apex=r.apex,
+        offset=r.offset, aus=ss.text(r.get("aus")),
+        emotion=_emotion(r.get("emotion"), dataset, r.where, "emotion"),
+        frames=_frames_folder(frames_root, r.subject, r.clip, r.where),
+        source=SourceRef(str(path), sheet, r.row)))
   return _finish(clips, path)
 
 
@@ -362,28 +391,16 @@ def read_samm(path: str | os.PathLike, *,
   path = pathlib.Path(path)
   sheet, header, cols, rows = _workbook_rows(path, SAMM_COLUMNS, _REQUIRED)
   clips = []
-  for i in range(header + 1, len(rows)):
-    row = rows[i]
-    if ss.is_blank(row):
-      continue
-    where = dict(file=path, sheet=sheet, row=i + 1)
-    get = lambda f: ss.cell(row, cols.get(f))  # pylint: disable=cell-var-from-loop
-    subject = f"{_subject_number(get('subject'), prefix='', where=where):03d}"
-    clip = ss.text(get("filename"))
-    if not clip:
-      raise AnnotationError("filename is empty", field="filename", **where)
-    onset = _frame(get("onset"), where=where, field="onset")
-    apex = _frame(get("apex"), where=where, field="apex", allow_missing=("/", "-"),
-                  missing_ints=(-1,))
-    offset = _frame(get("offset"), where=where, field="offset")
-    _check_order(onset, apex, offset, where)
-    extra = tuple((f, ss.text(get(f))) for f in ("objective_class", "inducement_code", "type",
-                                                 "notes") if f in cols)
+  for r in _coded_rows(path, sheet, header, cols, rows, subject_prefix="", subject_width=3,
+                       apex_missing_ints=(-1,)):
+    extra = tuple((f, ss.text(r.get(f))) for f in ("objective_class", "inducement_code",
+                                                   "type", "notes") if f in cols)
     clips.append(MerClip(
-        dataset="samm", subject=subject, clip=clip, onset=onset, apex=apex, offset=offset,
-        aus=ss.text(get("aus")), emotion=_emotion(get("emotion"), "samm", where, "emotion"),
-        frames=_frames_folder(frames_root, subject, clip, where),
-        source=SourceRef(str(path), sheet, i + 1), extra=extra))
+        dataset="samm", subject=r.subject, clip=r.clip, onset=r.onset, apex=r.apex,
+        offset=r.offset, aus=ss.text(r.get("aus")),
+        emotion=_emotion(r.get("emotion"), "samm", r.where, "emotion"),
+        frames=_frames_folder(frames_root, r.subject, r.clip, r.where),
+        source=SourceRef(str(path), sheet, r.row), extra=extra))
   return _finish(clips, path)
 
 
