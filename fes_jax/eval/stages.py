@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+from typing import Any, Iterable
 
 from fes_jax.context import Context, write_json_atomic
 from fes_jax.eval import megc, report as report_lib, spotting, submission
@@ -137,7 +137,7 @@ def report(ctx: Context) -> dict[str, Any]:
       report_lib.plot_video(results / name, p["probs"], p["frame_numbers"], gt,
                             [s for s in spans if s.video == video], video)
       plots.append(name)
-  curves = _curves(ctx, results, len(metrics["folds"]))
+  curves = training_curves(ctx, results, range(len(metrics["folds"])))
   settings = {"dataset": ctx.config.dataset.name,
               "model": ctx.config.model.name, "window": ctx.config.preprocess.window,
               "features": ctx.config.preprocess.temporal,
@@ -156,9 +156,11 @@ def report(ctx: Context) -> dict[str, Any]:
   return {"report": str(path.relative_to(ctx.workdir)), "plots": len(plots)}
 
 
-def _curves(ctx: Context, results: pathlib.Path, n: int) -> str | None:
+def training_curves(ctx: Context, results: pathlib.Path, folds: Iterable[int]) -> str | None:
+  """Plots every fold's per-epoch training loss into ``results``; returns the file name (None
+  when no fold has a history)."""
   histories = []
-  for k in range(n):
+  for k in folds:
     path = fold_dir(ctx, k) / "metrics.json"
     if path.exists():
       hist = json.loads(path.read_text())

@@ -43,7 +43,7 @@ from fes_jax.context import Context, write_json_atomic
 from fes_jax.eval import frame_metrics, megc, report as report_lib, spotting, submission
 from fes_jax.eval.megc import Span
 from fes_jax.eval.stages import (ORACLE_DIR, fold_dir, is_oracle, oracle_predictions,
-                                 output_suffix)
+                                 output_suffix, training_curves)
 
 CLASS_TYPES = {1: "mae", 2: "me"}
 PREDICTIONS = "predictions.npz"
@@ -327,7 +327,7 @@ def report(ctx: Context) -> dict[str, Any]:
       plot_video(results / name, v, spotting.ground_truth(dataset, {video}),
                  [s for s in spans if s.video == video], video)
       plots.append(name)
-  curves = _curves(ctx, results, [f["fold"] for f in metrics["folds"]])
+  curves = training_curves(ctx, results, [f["fold"] for f in metrics["folds"]])
   c = ctx.config
   settings = {"dataset": c.dataset.name, "model": f"fesnet ({c.model.get('preset', '')})",
               "image": f"{c.model.image_size} x {c.model.image_size}",
@@ -346,19 +346,3 @@ def report(ctx: Context) -> dict[str, Any]:
   tmp.write_text(text)
   tmp.replace(path)
   return {"report": str(path.relative_to(ctx.workdir)), "plots": len(plots)}
-
-
-def _curves(ctx: Context, results: pathlib.Path, folds: list[int]) -> str | None:
-  histories = []
-  for k in folds:
-    path = fold_dir(ctx, k) / "metrics.json"
-    if path.exists():
-      records = json.loads(path.read_text()).get("epochs", [])
-      losses = [float(r["train_loss"]) for r in records if "train_loss" in r]
-      if losses:
-        histories.append((f"fold {k}", losses))
-  if not histories:
-    return None
-  name = f"training_curves{output_suffix(ctx)}.png"
-  report_lib.plot_curves(results / name, histories)
-  return name
