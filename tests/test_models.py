@@ -322,15 +322,38 @@ def test_dropout_and_norm_option_in_train_mode(norm):
   np.testing.assert_array_equal(_forward(block, x), _forward(block, x))
 
 
-def test_dropout_rate_scale_and_modes():
-  drop = Dropout(0.1, rngs=_rngs())
+@pytest.mark.parametrize("rng", ["threefry", "hash"])
+def test_dropout_rate_scale_and_modes(rng):
+  drop = Dropout(0.1, rng=rng, rngs=_rngs())
   x = np.ones((401, 500), np.float32)  # odd element count: the 16-bit draws are sliced
   y = np.asarray(_forward(drop, x))
   assert abs(np.mean(y == 0) - 0.1) < 0.004  # 200,500 draws: 4.5 standard deviations
   np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.9], rtol=1e-6)
-  assert not np.array_equal(y, np.asarray(_forward(drop, x)))  # a new mask every call
+  y2 = np.asarray(_forward(drop, x))
+  assert not np.array_equal(y, y2)  # a new mask every call ...
+  # ... independent of the last one, and of the neighbouring elements (both 16-bit halves of
+  # a word, rows, columns): P(both dropped) = 0.01 within 4.5 standard deviations (0.001).
+  d1, d2 = y == 0, y2 == 0
+  for a, b in ((d1, d2), (d1[:, :-1], d1[:, 1:]), (d1[:-1], d1[1:])):
+    assert abs(np.mean(a & b) - 0.01) < 0.001
   drop.eval()
   np.testing.assert_array_equal(_forward(drop, x), x)
+
+
+def test_hash_bits_are_uniform_and_key_dependent():
+  from fes_jax.models.layers import hash_bits  # pylint: disable=import-outside-toplevel
+
+  a = np.asarray(hash_bits(jax.random.key(0), 1 << 18))
+  b = np.asarray(hash_bits(jax.random.key(1), 1 << 18))
+  np.testing.assert_array_equal(a, np.asarray(hash_bits(jax.random.key(0), 1 << 18)))
+  assert np.mean(a == b) < 1e-4  # another key, another stream
+  bits = np.unpackbits(a.view(np.uint8)).reshape(-1, 32)
+  assert np.all(np.abs(bits.mean(0) - 0.5) < 0.005)  # every bit fair (sd 0.001)
+  counts = np.bincount(a >> 24, minlength=256)  # top byte uniform: chi-square, 255 dof
+  chi2 = np.sum((counts - a.size / 256) ** 2 / (a.size / 256))
+  assert chi2 < 400  # p ~ 1e-8 for a uniform source
+  with pytest.raises(ValueError, match="dropout rng"):
+    Dropout(0.1, rng="philox", rngs=_rngs())
 
 
 @pytest.mark.parametrize("name, cfg", [

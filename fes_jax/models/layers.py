@@ -52,13 +52,48 @@ def make_norm(cfg: ModelConfig, dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
   return nnx.LayerNorm(dim, epsilon=cfg.norm_eps, rngs=rngs)
 
 
+DROPOUT_RNGS = ("threefry", "hash")
+
+
+def _fmix32(h_N: jnp.ndarray) -> jnp.ndarray:
+  """MurmurHash3's 32-bit finaliser (full avalanche: every input bit flips every output bit
+  with probability ~1/2)."""
+  h_N = h_N ^ (h_N >> 16)
+  h_N = h_N * jnp.uint32(0x85EBCA6B)
+  h_N = h_N ^ (h_N >> 13)
+  h_N = h_N * jnp.uint32(0xC2B2AE35)
+  return h_N ^ (h_N >> 16)
+
+
+def hash_bits(key: jax.Array, num_words: int) -> jnp.ndarray:
+  """``num_words`` pseudo-random uint32 words: a keyed counter hash,
+  ``fmix32(fmix32(i ^ s0) + s1)`` for i = 0 .. num_words - 1, with (s0, s1) two threefry words
+  of ``key``. A few integer operations per word (threefry takes ~100), so masks cost almost
+  nothing on a CPU; deterministic given the key, a different stream for every key."""
+  if num_words >= 2 ** 32:
+    raise ValueError(f"hash_bits: {num_words} words exceed the 32-bit counter")
+  s = jax.random.bits(key, (2,), jnp.uint32)
+  i_N = jax.lax.iota(jnp.uint32, num_words)
+  return _fmix32(_fmix32(i_N ^ s[0]) + s[1])
+
+
 class Dropout(nnx.Dropout):
   """Inverted dropout as PyTorch's (zero with probability ``rate``, scale the rest by
   ``1 / (1 - rate)``), with cheaper masks than ``nnx.Dropout``: 16-bit uniform draws, two per
   32-bit random word (a third of the time of ``jax.random.bernoulli`` on CPU). The drop
-  probability is ``round(rate * 65536) / 65536`` (0.1 -> 0.100006). Same constructor, the same
-  ``deterministic`` flag (set by ``train()`` / ``eval()``) and its own forked ``dropout`` stream.
+  probability is ``round(rate * 65536) / 65536`` (0.1 -> 0.100006). Same constructor plus
+  ``rng`` (``DROPOUT_RNGS``): 'threefry', the words from ``jax.random.bits``; 'hash', from
+  :func:`hash_bits` (a keyed counter hash: a quarter of SpotFormer's CPU training step was
+  threefry; see README "Speed"). Either gives independent draws per element and per call; the
+  masks differ between the two. The same ``deterministic`` flag (set by ``train()`` /
+  ``eval()``) and its own forked ``dropout`` stream.
   """
+
+  def __init__(self, rate: float, *, rng: str = "threefry", **kwargs):
+    if rng not in DROPOUT_RNGS:
+      raise ValueError(f"dropout rng must be one of {DROPOUT_RNGS}, got {rng!r}")
+    super().__init__(rate, **kwargs)
+    self.rng = rng
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     if self.deterministic or self.rate == 0.0:
@@ -68,7 +103,10 @@ class Dropout(nnx.Dropout):
     if self.rngs is None:
       raise ValueError("Dropout in train mode needs rngs (a 'dropout' stream)")
     n = x.size
-    words = jax.random.bits(self.rngs(), ((n + 1) // 2,), jnp.uint32)
+    if self.rng == "hash":
+      words = hash_bits(self.rngs(), (n + 1) // 2)
+    else:
+      words = jax.random.bits(self.rngs(), ((n + 1) // 2,), jnp.uint32)
     draws = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:n].reshape(x.shape)
     keep = draws >= jnp.uint16(round(self.rate * 65536))
     scale = jnp.asarray(1.0 / (1.0 - self.rate), x.dtype)
@@ -96,8 +134,8 @@ class Attention(nnx.Module):
     self.qkv = torch_linear(cfg.dim, 3 * inner, use_bias=False, rngs=rngs)
     project_out = not (cfg.heads == 1 and cfg.dim_head == cfg.dim)
     self.out = torch_linear(inner, cfg.dim, rngs=rngs) if project_out else None
-    self.attn_dropout = Dropout(cfg.dropout, rngs=rngs)
-    self.out_dropout = Dropout(cfg.dropout, rngs=rngs)
+    self.attn_dropout = Dropout(cfg.dropout, rng=cfg.dropout_rng, rngs=rngs)
+    self.out_dropout = Dropout(cfg.dropout, rng=cfg.dropout_rng, rngs=rngs)
 
   def __call__(self, x_BxTxVxC: jnp.ndarray) -> jnp.ndarray:
     b, t, v, _ = x_BxTxVxC.shape
@@ -125,8 +163,8 @@ class FeedForward(nnx.Module):
     self.norm = make_norm(cfg, cfg.dim, rngs=rngs)
     self.fc1 = torch_linear(cfg.dim, cfg.mlp_dim, rngs=rngs)
     self.fc2 = torch_linear(cfg.mlp_dim, cfg.dim, rngs=rngs)
-    self.dropout1 = Dropout(cfg.dropout, rngs=rngs)
-    self.dropout2 = Dropout(cfg.dropout, rngs=rngs)
+    self.dropout1 = Dropout(cfg.dropout, rng=cfg.dropout_rng, rngs=rngs)
+    self.dropout2 = Dropout(cfg.dropout, rng=cfg.dropout_rng, rngs=rngs)
 
   def __call__(self, x_BxTxVxC: jnp.ndarray) -> jnp.ndarray:
     h = jax.nn.gelu(self.fc1(self.norm(x_BxTxVxC)), approximate=False)
@@ -179,7 +217,7 @@ class NodeEmbedding(nnx.Module):
     self.pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (cfg.seq_len + 1, cfg.dim)))
     self.part_embedding = nnx.Param(jax.random.normal(rngs.params(), (num_parts, cfg.dim)))
     self.node_to_part = tuple(int(p) for p in node_to_part_V)
-    self.dropout = Dropout(cfg.emb_dropout, rngs=rngs)
+    self.dropout = Dropout(cfg.emb_dropout, rng=cfg.dropout_rng, rngs=rngs)
 
   def __call__(self, x_BxTxVxC: jnp.ndarray) -> jnp.ndarray:
     t = x_BxTxVxC.shape[1]
