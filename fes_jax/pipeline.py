@@ -38,14 +38,15 @@ def check_config(ctx: Context) -> None:
   """Stores the config in the workdir on first use; refuses a different one later.
 
   Fields that only choose what part of the job to run (``loso.fold``) or how it runs
-  without changing any output (``RUN_ONLY_FIELDS``: the preprocessing engine) may differ.
+  without changing any output (``RUN_ONLY_FIELDS``: the preprocessing engine) may differ; a
+  field added since the workdir was made reads as its old behaviour (``ADDED_FIELDS``).
   """
   cfg = json.loads(ctx.config.to_json_best_effort(sort_keys=True))
   cfg.get("loso", {}).pop("fold", None)
   path = ctx.path("config.json")
   if path.exists():
-    old = _without_run_only(json.loads(path.read_text()))
     new = _without_run_only(json.loads(json.dumps(cfg)))  # a copy: cfg is stored whole
+    old = _with_added_fields(_without_run_only(json.loads(path.read_text())), new)
     if old != new:
       diff = sorted(_diff(old, new))
       raise ConfigMismatch(
@@ -59,6 +60,20 @@ def check_config(ctx: Context) -> None:
 # the fold to run, and the preprocessing engine (local processes or Beam: identical records).
 RUN_ONLY_FIELDS = (("loso", "fold"), ("preprocess", "engine"), ("preprocess", "beam_runner"),
                    ("preprocess", "beam_options"))
+
+
+# (section, field) pairs added after workdirs were made, with the value that reproduces such a
+# workdir: a stored config without the field reads as having that value (so an old SpotFormer
+# workdir resumes with --config.model.dropout_rng=threefry, and is refused with 'hash').
+ADDED_FIELDS = ((("model", "dropout_rng"), "threefry"),)
+
+
+def _with_added_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+  for (section, field), value in ADDED_FIELDS:
+    if (isinstance(old.get(section), dict) and field not in old[section]
+        and field in new.get(section, {})):
+      old[section][field] = value
+  return old
 
 
 def _without_run_only(cfg: dict[str, Any]) -> dict[str, Any]:

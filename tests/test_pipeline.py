@@ -228,3 +228,24 @@ def test_config_check_ignores_run_only_fields(tmp_path):
   cfg.preprocess.window = 9
   with pytest.raises(ConfigMismatch, match="differs at preprocess.window"):
     pipeline.check_config(Context(cfg, work))
+
+
+def test_config_check_reads_added_fields_as_their_old_behaviour(tmp_path):
+  """A SpotFormer workdir made before ``model.dropout_rng`` existed drew threefry masks: it
+  resumes with dropout_rng='threefry' and is refused with the new default 'hash'."""
+  from fes_jax.context import ConfigMismatch, Context  # pylint: disable=import-outside-toplevel
+
+  work = tmp_path / "w"
+  work.mkdir()
+  (work / "config.json").write_text(json.dumps({"model": {"name": "spotformer",
+                                                          "dropout": 0.1}}))
+  cfg = config_lib.ml_collections.ConfigDict(
+      {"model": {"name": "spotformer", "dropout": 0.1, "dropout_rng": "hash"}})
+  with pytest.raises(ConfigMismatch, match="differs at model.dropout_rng"):
+    pipeline.check_config(Context(cfg, work))
+  cfg.model.dropout_rng = "threefry"
+  pipeline.check_config(Context(cfg, work))
+  # A config without the field (another task's model) is compared as it is.
+  (work / "config.json").write_text(json.dumps({"model": {"name": "fesnet"}}))
+  pipeline.check_config(Context(config_lib.ml_collections.ConfigDict(
+      {"model": {"name": "fesnet"}}), work))
