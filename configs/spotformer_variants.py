@@ -21,9 +21,7 @@ overall F1 (oracle protocol) on SAMM-LV / CAS(ME)^2: Simul-ST 0.4401 / 0.4841, S
 Simul-TS 0.4321 / 0.4733. Measured here with `:variant=seq_st,demo` (the `make demo` data
 and recipe, 4 folds, its preprocessed features reused; 9 min 53 s of training on the 2-core
 CPU), last-epoch selection: MaE 3 TP / 6 FP / 5 FN (F1 0.3529), ME 0 / 0 / 6 (F1 0), overall
-F1 0.2609 (Simul-ST, the demo: 0.1000); measured before the dropout masks' default changed,
-so reproduce it with `--config.model.dropout_rng=threefry`. The other variants are not
-measured here yet.
+F1 0.2609 (Simul-ST, the demo: 0.1000). The other variants are not measured here yet.
 """
 
 from fes_jax import config_lib

@@ -232,7 +232,7 @@ def test_config_check_ignores_run_only_fields(tmp_path):
 
 def test_config_check_reads_added_fields_as_their_old_behaviour(tmp_path):
   """A SpotFormer workdir made before ``model.dropout_rng`` existed drew threefry masks: it
-  resumes with dropout_rng='threefry' and is refused with the new default 'hash'."""
+  resumes with dropout_rng='threefry' and is refused with 'hash'."""
   from fes_jax.context import ConfigMismatch, Context  # pylint: disable=import-outside-toplevel
 
   work = tmp_path / "w"
