@@ -65,16 +65,22 @@ def _fmix32(h_N: jnp.ndarray) -> jnp.ndarray:
   return h_N ^ (h_N >> 16)
 
 
-def hash_bits(key: jax.Array, num_words: int) -> jnp.ndarray:
-  """``num_words`` pseudo-random uint32 words: a keyed counter hash,
-  ``fmix32(fmix32(i ^ s0) + s1)`` for i = 0 .. num_words - 1, with (s0, s1) two threefry words
-  of ``key``. A few integer operations per word (threefry takes ~100), so masks cost almost
-  nothing on a CPU; deterministic given the key, a different stream for every key."""
-  if num_words >= 2 ** 32:
-    raise ValueError(f"hash_bits: {num_words} words exceed the 32-bit counter")
+def hash_bits(key: jax.Array, shape: int | Sequence[int]) -> jnp.ndarray:
+  """Pseudo-random uint32 words of ``shape``: a keyed counter hash,
+  ``fmix32(fmix32(i ^ s0) + s1)`` with i the word's row-major index and (s0, s1) two threefry
+  words of ``key``. A few integer operations per word (threefry takes ~100), so masks cost
+  almost nothing on a CPU; deterministic given the key, a different stream for every key. The
+  index is built from one iota per axis, so a sharded caller's words stay sharded."""
+  shape = (shape,) if isinstance(shape, int) else tuple(shape)
+  if math.prod(shape) >= 2 ** 32:
+    raise ValueError(f"hash_bits: {math.prod(shape)} words exceed the 32-bit counter")
   s = jax.random.bits(key, (2,), jnp.uint32)
-  i_N = jax.lax.iota(jnp.uint32, num_words)
-  return _fmix32(_fmix32(i_N ^ s[0]) + s[1])
+  index = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+    stride *= shape[axis]
+  return _fmix32(_fmix32(index ^ s[0]) + s[1])
 
 
 class Dropout(nnx.Dropout):
@@ -82,10 +88,11 @@ class Dropout(nnx.Dropout):
   ``1 / (1 - rate)``), with cheaper masks than ``nnx.Dropout``: 16-bit uniform draws, two per
   32-bit random word (a third of the time of ``jax.random.bernoulli`` on CPU). The drop
   probability is ``round(rate * 65536) / 65536`` (0.1 -> 0.100006). Same constructor plus
-  ``rng`` (``DROPOUT_RNGS``): 'threefry', the words from ``jax.random.bits``; 'hash', from
-  :func:`hash_bits` (a keyed counter hash: a quarter of SpotFormer's CPU training step was
-  threefry; see README "Speed"). Either gives independent draws per element and per call; the
-  masks differ between the two. The same ``deterministic`` flag (set by ``train()`` /
+  ``rng`` (``DROPOUT_RNGS``): 'threefry', the words from ``jax.random.bits``; 'hash', one
+  :func:`hash_bits` word per element in the input's shape, compared with the same 16-bit
+  threshold shifted up (a keyed counter hash: threefry was a quarter of SpotFormer's CPU
+  training step; see README "Speed"). Either gives independent draws per element and per
+  call; the masks differ between the two. The same ``deterministic`` flag (set by ``train()`` /
   ``eval()``) and its own forked ``dropout`` stream.
   """
 
@@ -102,13 +109,17 @@ class Dropout(nnx.Dropout):
       return jnp.zeros_like(x)
     if self.rngs is None:
       raise ValueError("Dropout in train mode needs rngs (a 'dropout' stream)")
-    n = x.size
+    threshold = round(self.rate * 65536)
     if self.rng == "hash":
-      words = hash_bits(self.rngs(), (n + 1) // 2)
+      # One 32-bit draw per element, in x's own shape: no flatten across a sharded axis (with
+      # one, an 8-device step drifted from the 1-device step by 6e-6; tests/test_train.py).
+      words = hash_bits(self.rngs(), x.shape)
+      keep = words >= jnp.uint32(threshold << 16)
     else:
+      n = x.size
       words = jax.random.bits(self.rngs(), ((n + 1) // 2,), jnp.uint32)
-    draws = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:n].reshape(x.shape)
-    keep = draws >= jnp.uint16(round(self.rate * 65536))
+      draws = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:n].reshape(x.shape)
+      keep = draws >= jnp.uint16(threshold)
     scale = jnp.asarray(1.0 / (1.0 - self.rate), x.dtype)
     return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
 
