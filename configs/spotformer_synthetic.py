@@ -25,7 +25,7 @@ instead of the reference's 100 epochs of 32-segment batches at 2e-4 (on this lit
 the reference recipe makes 1 step per epoch and learns nothing in a demo's time).
 Expected result of `make demo` (measured 2026-11-23 on the 2-core CPU, README "What the demo
 gives"): 17 min 05 s (installed; 16 min 51 s from a fresh clone including the install with
-`model.dropout_rng=hash`: the same result); MaE 1 TP / 5 FP / 7 FN (F1 0.1429), ME 0 / 0 / 6
+a first version of the 'hash' dropout masks: the same result); MaE 1 TP / 5 FP / 7 FN (F1 0.1429), ME 0 / 0 / 6
 (F1 0), overall F1 0.1000, last-epoch selection. The full default (8 subjects x 2 videos x 1200 frames, 100 epochs, the
 reference recipe) costs about 30 min of preprocessing at the measured 10.9 frames/s plus
 hours of CPU training (WORKSPACE.md).
