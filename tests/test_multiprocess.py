@@ -67,6 +67,16 @@ cluster.run_main(sys.argv[1:])
 """
 
 
+def _two_processes(workdir, argv) -> list[subprocess.Popen]:
+  """``fes_jax.main`` as processes 0 and 1 of one JAX program (2 CPU devices each)."""
+  coordinator = f"localhost:{_free_port()}"
+  return [subprocess.Popen(
+      [sys.executable, "-m", "fes_jax.main", f"--workdir={workdir}", *argv],
+      env=_env(2, JAX_COORDINATOR_ADDRESS=coordinator, JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(i)),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -126,12 +136,7 @@ def test_two_processes_train_like_one(tmp_path):
   (tmp_path / "reference.py").write_text(_REFERENCE)
 
   argv = [f"--config={CONFIG}", "--fold=0", *flags, f"--config.train.adam_eps={ADAM_EPS}"]
-  coordinator = f"localhost:{_free_port()}"
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "fes_jax.main", f"--workdir={multi}", *argv],
-      env=_env(2, JAX_COORDINATOR_ADDRESS=coordinator, JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(i)),
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = _two_processes(multi, argv)
   procs.append(subprocess.Popen(  # the reference runs beside them
       [sys.executable, str(tmp_path / "reference.py"), f"--workdir={single}", *argv],
       env=_env(4), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -182,12 +187,7 @@ def test_two_processes_train_like_one(tmp_path):
   # The same two processes over all folds: fold 0 is complete and skipped, fold 1 trains in
   # both, then process 0 alone evaluates, aggregates and writes the report.
   argv_all = [a for a in argv if a != "--fold=0"]
-  coordinator = f"localhost:{_free_port()}"
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "fes_jax.main", f"--workdir={multi}", *argv_all],
-      env=_env(2, JAX_COORDINATOR_ADDRESS=coordinator, JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(i)),
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = _two_processes(multi, argv_all)
   try:
     outputs = [p.communicate(timeout=540) for p in procs]
   finally:

@@ -226,7 +226,6 @@ def markdown_fold_parallel(results: list[dict[str, Any]]) -> str:
 
 def main(argv):
   del argv
-  import jax  # pylint: disable=import-outside-toplevel
   from fes_jax.models import ModelConfig  # pylint: disable=import-outside-toplevel
   from fes_jax.train import bench  # pylint: disable=import-outside-toplevel
 
@@ -284,12 +283,19 @@ def main(argv):
   if fold_parallel:
     table += "\n" + markdown_fold_parallel(fold_parallel)
   print(table)
+  _write(table, peak, dtype, results, reference=reference, fold_parallel=fold_parallel,
+         note="timings are medians of --steps steps after --warmup; other processes on the "
+              "machine change them")
+
+
+def _write(table: str, peak: dict[str, Any], dtype: str, results: list[Any], *,
+           note: str, **extra: Any) -> None:
+  """Writes --out (JSON: device, peak, results and ``extra``) and --markdown (``table``)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
   report = {"device": peak["device_kind"], "platform": jax.devices()[0].platform,
             "devices": jax.local_device_count(), "cpu_count": os.cpu_count(), "peak": peak,
-            "compute_dtype": dtype, "results": results, "reference": reference,
-            "fold_parallel": fold_parallel,
-            "note": "timings are medians of --steps steps after --warmup; other processes "
-                    "on the machine change them"}
+            "compute_dtype": dtype, "results": results, **extra, "note": note}
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(report, indent=2, default=str) + "\n")
   if _MARKDOWN.value:
@@ -300,7 +306,6 @@ def _clip_benchmark(task: str, model: str, default_batch: int, dtype: str,
                     run: Any, title: str) -> None:
   """One row per batch size in clips for a clip model (FESNet, MOL): ``run(batch, peak)``
   measures one batch; prints, and writes --out / --markdown like the spotting benchmark."""
-  import jax  # pylint: disable=import-outside-toplevel
   from fes_jax.train import bench  # pylint: disable=import-outside-toplevel
 
   if _FOLD_PARALLEL.value or _REFERENCE.value or _MODELS.value not in ("", model):
@@ -317,16 +322,9 @@ def _clip_benchmark(task: str, model: str, default_batch: int, dtype: str,
           f"inference {r['inference']['samples_per_s']:.2f} clips/s", flush=True)
   table = title + "\n\n" + markdown(results, peak, [])
   print(table)
-  report = {"device": peak["device_kind"], "platform": jax.devices()[0].platform,
-            "devices": jax.local_device_count(), "cpu_count": os.cpu_count(), "peak": peak,
-            "compute_dtype": dtype, "results": results, "reference": [],
-            "fold_parallel": [], "task": task,
-            "note": "samples are clips; timings are medians of --steps steps after "
-                    "--warmup; other processes on the machine change them"}
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(json.dumps(report, indent=2, default=str) + "\n")
-  if _MARKDOWN.value:
-    pathlib.Path(_MARKDOWN.value).write_text(table)
+  _write(table, peak, dtype, results, reference=[], fold_parallel=[], task=task,
+         note="samples are clips; timings are medians of --steps steps after --warmup; "
+              "other processes on the machine change them")
 
 
 def main_fesnet(cfg: Any, dtype: str) -> None:
