@@ -64,7 +64,8 @@ RUN_ONLY_FIELDS = (("loso", "fold"), ("preprocess", "engine"), ("preprocess", "b
 
 # (section, field) pairs added after workdirs were made, with the value that reproduces such a
 # workdir: a stored config without the field reads as having that value (so an old SpotFormer
-# workdir resumes with model.dropout_rng='threefry', the default, and is refused with 'hash').
+# workdir resumes with model.dropout_rng='threefry', the default then, and is refused with
+# 'hash', the default now).
 ADDED_FIELDS = ((("model", "dropout_rng"), "threefry"),)
 
 
