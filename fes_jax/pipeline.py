@@ -24,7 +24,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from fes_jax import stages
+from fes_jax import cluster, stages
 from fes_jax.context import ConfigMismatch, Context, StageNotImplemented, write_json_atomic
 
 __all__ = ["run", "ConfigMismatch", "StageNotImplemented"]
@@ -144,8 +144,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         continue
       if process.multi and not stage.per_fold:
         if stage.name not in task.AFTER_TRAINING:
-          last_data = [s.name for s in task.STAGES
-                       if not s.per_fold and s.name not in task.AFTER_TRAINING][-1]
+          last_data = cluster.StagePlan.of(config).data[-1]
           raise ValueError(
               f"stage {name!r} is not complete: a multi-process run trains folds only; run "
               f"the data stages first in one process (--stop_after={last_data}), see "

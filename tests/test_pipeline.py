@@ -187,6 +187,17 @@ def test_loso_subject_subset(tmp_path, monkeypatch):
     pipeline.run(cfg, tmp_path / "w2")
 
 
+class _TwoProcesses:
+  """Process 0 of a two-process run (pipeline._Processes without jax.distributed)."""
+  multi, main = True, True
+
+  def __init__(self, config):
+    del config
+
+  def barrier(self, name):
+    del name
+
+
 def test_stop_after_and_launch_loso_print(tmp_path, monkeypatch):
   paths = fixtures.write_casme2_dataset(tmp_path / "data", num_frames=5)
   log = []
@@ -195,6 +206,10 @@ def test_stop_after_and_launch_loso_print(tmp_path, monkeypatch):
   assert result["done"] == ["prepare_data"] and log == []
   with pytest.raises(ValueError, match="stop_after='trian' is not a stage"):
     pipeline.run(_config(paths), tmp_path / "w", stop_after="trian")
+  # A multi-process run trains folds only: it names the data stage to run first.
+  monkeypatch.setattr(pipeline, "_Processes", _TwoProcesses)
+  with pytest.raises(ValueError, match=r"not complete.*\(--stop_after=prepare_data\)"):
+    pipeline.run(_config(paths), tmp_path / "m")
   out = subprocess.run([sys.executable, str(ROOT / "tools/launch_loso.py"), "--mode=print",
                         "--config=configs/spotformer_casme2.py", f"--workdir={tmp_path / 'w'}",
                         "--", "--config.preprocess.window=5"],

@@ -236,7 +236,3 @@ def run_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilde
   if mesh_lib.is_writer():
     write_json_atomic(out_dir / "fold.json", to_python(record))
   return to_python(record)
-
-
-def count_params_of(params: Any) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

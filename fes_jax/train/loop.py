@@ -215,8 +215,13 @@ def result_record(result: FitResult, rate_name: str | None = None) -> dict[str, 
   return record
 
 
+def count_params_of(params: Any) -> int:
+  """Scalars in a parameter tree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
 def run_record(mesh: Any, compute_dtype: str, params: Any) -> dict[str, Any]:
   """Where and how a fold ran: parameters, devices, processes, device kind, compute dtype."""
-  return {"params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
+  return {"params": count_params_of(params),
           "devices": int(mesh.devices.size), "processes": jax.process_count(),
           "device_kind": jax.devices()[0].device_kind, "compute_dtype": compute_dtype}
