@@ -1,10 +1,17 @@
 """Runs a fes_jax job: ``python -m fes_jax.main --config=configs/X.py[:args] --workdir=DIR``.
 
-Override any config field with ``--config.section.field=value``. ``--fold=K`` runs only fold
+Override any config field with ``--config.section.field=value``. The process re-executes
+itself once with glibc malloc settings that keep XLA's buffers mapped between steps
+(``fes_jax/malloc_tuning.py``; ``FES_JAX_MALLOC_TUNING=0`` to skip). ``--fold=K`` runs only fold
 K's training (for cluster job arrays); rerunning the same command resumes where it stopped.
 """
 
 import sys
+
+from fes_jax import malloc_tuning
+
+if __name__ == "__main__":
+  malloc_tuning.reexec_with_tunables()  # before the heavy imports; see the module
 
 from absl import app
 from absl import flags

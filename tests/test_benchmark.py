@@ -21,11 +21,13 @@ def test_benchmark_tiny_model(tmp_path):
       [sys.executable, "tools/benchmark.py", "--config=configs/spotformer_synthetic.py",
        *TINY, "--batch_sizes=32", "--steps=2", "--warmup=1", "--matmul_size=512",
        f"--out={out}", f"--markdown={md}", f"--reference_dir={tmp_path / 'no_checkout'}",
-       "--fold_parallel=2", "--steps_per_epoch=3"],
+       "--fold_parallel=2", "--steps_per_epoch=3", f"--profile={tmp_path / 'prof'}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   report = json.loads(out.read_text())
   assert report["platform"] == "cpu" and report["peak"]["flops"] > 0
+  if sys.platform == "linux":  # re-executed with fes_jax.malloc_tuning's settings
+    assert "glibc.malloc.arena_max=1" in report["glibc_tunables"]
   (r,) = report["results"]
   assert r["model"] == "spotformer" and r["batch"] == 32 and r["params"] == 52_042
   for part in ("train", "inference"):
@@ -51,3 +53,35 @@ def test_benchmark_tiny_model(tmp_path):
                                         / fp["parallel"]["s_per_fold_step"])
   assert "nominal fold of 300 train steps" in table
   assert "| spotformer | 32 | 2 | sequential |" in table
+  # --profile: the trace of two train steps, summarised per XLA op of the compiled step.
+  prof = r["train"]["op_profile"]
+  assert prof["steps"] == 2 and prof["ops_traced"] > 20
+  assert (tmp_path / "prof/spotformer_b32/op_profile.md").exists()
+  assert json.loads((tmp_path / "prof/spotformer_b32/op_profile.json").read_text()) == prof
+  # The traced ops are the step's work: most of its wall time, at most one op per core.
+  assert 0.3 * prof["wall_ms_per_step"] < prof["op_ms_per_step"]
+  assert prof["op_ms_per_step"] < prof["wall_ms_per_step"] * (os.cpu_count() + 1)
+  assert 0 < prof["backward_ms_per_step"] < prof["op_ms_per_step"]
+  assert all("train_step" in o["source"] for o in prof["top_ops"][:5])
+  assert "| kind | ms / step |" in run.stdout
+
+
+def test_hlo_ops_names_kinds_and_sources():
+  import jax
+  import jax.numpy as jnp
+
+  from fes_jax.train import op_profile
+
+  def f(x, w):
+    return jnp.tanh(x @ w).sum(), (x * 2, x + 1)  # a tuple-shaped output too
+
+  text = jax.jit(jax.grad(lambda x, w: f(x, w)[0], argnums=1)).lower(
+      jnp.ones((64, 32)), jnp.ones((32, 16))).compile().as_text()
+  ops = op_profile.hlo_ops(text)
+  assert ops, text
+  kinds = {o["kind"] for o in ops.values()}
+  assert kinds & {"dot", "__ynn_fusion", "__onednn_fusion", "kOutput", "kLoop"}
+  assert any("transpose(jvp" in o["source"] for o in ops.values())  # backward ops named
+  entry = text[text.index("ENTRY"):]
+  roots = [l for l in entry.splitlines() if l.strip().startswith("ROOT")]
+  assert roots and any(name in roots[0] for name in ops)

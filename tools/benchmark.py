@@ -3,12 +3,17 @@
   python tools/benchmark.py --config=configs/spotformer_synthetic.py \\
       [--models=spotformer,seq_st,paral_st,simul_ts,spot_gcn] [--batch_sizes=128,512] \\
       [--out=FILE.json] [--markdown=FILE.md] [--reference_dir=PATH/TO/SpotFormer] \\
-      [--fold_parallel=K [--steps_per_epoch=N]]
+      [--fold_parallel=K [--steps_per_epoch=N]] [--profile=DIR]
 
 Per model and batch (in windows = samples): parameters, FLOPs per sample (XLA cost analysis
 of the compiled step), train and inference samples/s, achieved FLOP/s and its share of the
 device's peak (measured matmul peak on CPU, datasheet peak on GPU / TPU), XLA's memory
 estimate, the process's peak RSS and compile times; as JSON and a markdown table (printed).
+
+``--profile=DIR`` traces two train steps per model and batch with ``jax.profiler`` into
+``DIR/<model>_b<batch>/`` and summarises the trace per XLA op (``fes_jax/train/op_profile.py``:
+milliseconds per step by op kind and for the slowest ops, forward or backward, the source
+operation): ``op_profile.md`` (printed) and ``op_profile.json``.
 
 ``--fold_parallel=K`` (K >= 2) adds the fold-parallel comparison (``train.fold_parallel``): per
 model and batch (in windows per fold), K sequential train steps vs one step of the vmapped
@@ -50,6 +55,11 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+if __name__ == "__main__":
+  from fes_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
+
+  malloc_tuning.reexec_with_tunables()  # as fes_jax.main: XLA's buffers stay mapped
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (its model section).")
 _MODELS = flags.DEFINE_string("models", "", "Comma-separated model names; default: the "
                               "config's model (spotformer with the config's variant).")
@@ -61,6 +71,9 @@ _DTYPE = flags.DEFINE_string("compute_dtype", "", "float32 | bfloat16; default: 
 _OUT = flags.DEFINE_string("out", "", "Write the JSON results here.")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Write the markdown table here too.")
 _REFERENCE = flags.DEFINE_string("reference_dir", "", "The authors' SpotFormer checkout.")
+_PROFILE = flags.DEFINE_string("profile", "", "Also trace two train steps per model and batch "
+                                "into DIR/<model>_b<batch>/ and summarise them per XLA op "
+                                "(op_profile.md / .json; the trace opens in TensorBoard).")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "n of the CPU peak matmul (n x n x n).")
 _FOLD_PARALLEL = flags.DEFINE_integer("fold_parallel", 0, "K >= 2: also compare K sequential "
                                       "fold-steps with one K-fold vmapped step (folds/hour).")
@@ -244,11 +257,17 @@ def main(argv):
     for batch in batches:
       r = bench.benchmark_model(name, model_cfg, batch, compute_dtype=dtype,
                                 steps=_STEPS.value, warmup=_WARMUP.value,
-                                seed=int(cfg.train.get("seed", 0)), peak=peak["flops"])
+                                seed=int(cfg.train.get("seed", 0)), peak=peak["flops"],
+                                profile_dir=(os.path.join(_PROFILE.value, f"{name}_b{batch}")
+                                             if _PROFILE.value else None))
       r["rss_bytes"] = _rss_bytes()
       results.append(r)
       print(f"{name} batch {batch}: train {r['train']['samples_per_s']:.1f} samples/s, "
             f"inference {r['inference']['samples_per_s']:.1f} samples/s", flush=True)
+      if "op_profile" in r["train"]:
+        from fes_jax.train import op_profile  # pylint: disable=import-outside-toplevel
+
+        print(op_profile.markdown(r["train"]["op_profile"]), flush=True)
   fold_parallel = []
   if _FOLD_PARALLEL.value:
     k = _FOLD_PARALLEL.value
@@ -295,7 +314,8 @@ def _write(table: str, peak: dict[str, Any], dtype: str, results: list[Any], *,
 
   report = {"device": peak["device_kind"], "platform": jax.devices()[0].platform,
             "devices": jax.local_device_count(), "cpu_count": os.cpu_count(), "peak": peak,
-            "compute_dtype": dtype, "results": results, **extra, "note": note}
+            "compute_dtype": dtype, "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+            "results": results, **extra, "note": note}
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(report, indent=2, default=str) + "\n")
   if _MARKDOWN.value:

@@ -32,7 +32,7 @@ import numpy as np
 
 from fes_jax import losses
 from fes_jax.models import ModelConfig
-from fes_jax.train import mesh as mesh_lib, state as state_lib, step as step_lib
+from fes_jax.train import mesh as mesh_lib, op_profile, state as state_lib, step as step_lib
 
 # Dense peak TFLOP/s from vendor datasheets (no sparsity): (float32, bfloat16). GPUs' float32
 # is the non-tensor-core rate (XLA's default precision for float32 matmuls on NVIDIA GPUs is
@@ -146,9 +146,13 @@ def _summary(compiled: Any, compile_s: float, times: list[float], batch: int,
 def benchmark_model(name: str, model_cfg: ModelConfig, batch_windows: int, *,
                     compute_dtype: str = "float32", steps: int = 5, warmup: int = 1,
                     seed: int = 0, peak: float | None = None,
-                    opt_cfg: state_lib.OptimizerConfig = state_lib.OptimizerConfig()
-                    ) -> dict[str, Any]:
-  """Train and inference throughput of one model at one batch size (in windows)."""
+                    opt_cfg: state_lib.OptimizerConfig = state_lib.OptimizerConfig(),
+                    profile_dir: str | None = None) -> dict[str, Any]:
+  """Train and inference throughput of one model at one batch size (in windows).
+
+  ``profile_dir``: also trace two train steps there and summarise them per XLA op
+  (``op_profile``; the result's ``train.op_profile``).
+  """
   mesh = mesh_lib.make_mesh(jax.local_devices())
   dtype = step_lib.COMPUTE_DTYPES[compute_dtype]
   graphdef, graphdef_eval, params, rest = state_lib.init_model(name, model_cfg, seed)
@@ -172,6 +176,8 @@ def benchmark_model(name: str, model_cfg: ModelConfig, batch_windows: int, *,
     return metrics
 
   train_times = _time(run_train, steps, warmup)
+  train_profile = (op_profile.profile(run_train, train_c.as_text(), profile_dir)
+                   if profile_dir else None)
 
   def infer(params_, rest_, x):
     model = nnx.merge(graphdef_eval, step_lib.cast_floats(params_, dtype), rest_)
@@ -187,8 +193,9 @@ def benchmark_model(name: str, model_cfg: ModelConfig, batch_windows: int, *,
   infer_times = _time(lambda: infer_c(s.params, s.rest, x), steps, warmup)
   return {"model": name, "batch": batch_windows, "params": n_params,
           "compute_dtype": compute_dtype, "devices": mesh.devices.size,
-          "train": _summary(train_c, train_compile, train_times, batch_windows, peak,
-                            mesh.devices.size),
+          "train": {**_summary(train_c, train_compile, train_times, batch_windows, peak,
+                               mesh.devices.size),
+                    **({"op_profile": train_profile} if train_profile else {})},
           "inference": _summary(infer_c, infer_compile, infer_times, batch_windows, peak,
                                 mesh.devices.size)}
 
@@ -284,6 +291,8 @@ def benchmark_fesnet(model_cfg: Any, batch_clips: int, *, compute_dtype: str = "
     return metrics
 
   train_times = _time(run_train, steps, warmup)
+  train_profile = (op_profile.profile(run_train, train_c.as_text(), profile_dir)
+                   if profile_dir else None)
   infer = fesnet_step.jit_predict_step(mesh, graphdef=graphdef_eval, compute_dtype=dtype)
   s = holder["state"]
   start = time.perf_counter()
