@@ -17,6 +17,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from fes_jax.models.batch_norm import BatchNorm
 from fes_jax.models.config import ModelConfig
 
 # PyTorch's kaiming_uniform_(a=sqrt(5)) == U(+-1/sqrt(fan_in)); fan_in counts kernel taps too.
@@ -44,11 +45,12 @@ def make_norm(cfg: ModelConfig, dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
   """BatchNorm over all tokens (the reference) or LayerNorm over channels (option).
 
   Both have a scale and a bias of size ``dim``, so parameter counts do not depend on the
-  choice. Flax's momentum is PyTorch's ``1 - momentum``. Flax keeps the biased batch variance
+  choice. BatchNorm is ``nnx.BatchNorm`` with a closed-form backward pass
+  (``fes_jax/models/batch_norm.py``: same values, fewer passes over the activations). Flax's momentum is PyTorch's ``1 - momentum``. Flax keeps the biased batch variance
   as running variance where PyTorch keeps the unbiased one (a factor n/(n-1), n >= B tokens).
   """
   if cfg.norm == "batch":
-    return nnx.BatchNorm(dim, momentum=1.0 - cfg.bn_momentum, epsilon=cfg.norm_eps, rngs=rngs)
+    return BatchNorm(dim, momentum=1.0 - cfg.bn_momentum, epsilon=cfg.norm_eps, rngs=rngs)
   return nnx.LayerNorm(dim, epsilon=cfg.norm_eps, rngs=rngs)
 
 
