@@ -10,8 +10,9 @@ of the compiled step), train and inference samples/s, achieved FLOP/s and its sh
 device's peak (measured matmul peak on CPU, datasheet peak on GPU / TPU), XLA's memory
 estimate, the process's peak RSS and compile times; as JSON and a markdown table (printed).
 
-``--profile=DIR`` traces two train steps per model and batch with ``jax.profiler`` into
-``DIR/<model>_b<batch>/`` and summarises the trace per XLA op (``fes_jax/train/op_profile.py``:
+``--profile=DIR`` (spotting models) traces two train steps per model and batch with
+``jax.profiler`` into ``DIR/<model>_b<batch>/`` and summarises the trace per XLA op
+(``fes_jax/train/op_profile.py``:
 milliseconds per step by op kind and for the slowest ops, forward or backward, the source
 operation): ``op_profile.md`` (printed) and ``op_profile.json``.
 
@@ -71,9 +72,10 @@ _DTYPE = flags.DEFINE_string("compute_dtype", "", "float32 | bfloat16; default: 
 _OUT = flags.DEFINE_string("out", "", "Write the JSON results here.")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Write the markdown table here too.")
 _REFERENCE = flags.DEFINE_string("reference_dir", "", "The authors' SpotFormer checkout.")
-_PROFILE = flags.DEFINE_string("profile", "", "Also trace two train steps per model and batch "
-                                "into DIR/<model>_b<batch>/ and summarise them per XLA op "
-                                "(op_profile.md / .json; the trace opens in TensorBoard).")
+_PROFILE = flags.DEFINE_string("profile", "", "Spotting models: also trace two train steps per "
+                                "model and batch into DIR/<model>_b<batch>/ and summarise "
+                                "them per XLA op (op_profile.md / .json; the trace opens in "
+                                "TensorBoard).")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "n of the CPU peak matmul (n x n x n).")
 _FOLD_PARALLEL = flags.DEFINE_integer("fold_parallel", 0, "K >= 2: also compare K sequential "
                                       "fold-steps with one K-fold vmapped step (folds/hour).")
@@ -244,6 +246,8 @@ def main(argv):
 
   cfg = _CONFIG.value
   dtype = _DTYPE.value or cfg.train.get("compute_dtype", "float32")
+  if _PROFILE.value and cfg.get("task", "spotting") != "spotting":
+    raise app.UsageError("--profile traces the spotting models' train step only")
   if cfg.get("task", "spotting") == "mer":
     return main_mol(cfg)
   if cfg.get("task", "spotting") == "fesnet":

@@ -291,8 +291,6 @@ def benchmark_fesnet(model_cfg: Any, batch_clips: int, *, compute_dtype: str = "
     return metrics
 
   train_times = _time(run_train, steps, warmup)
-  train_profile = (op_profile.profile(run_train, train_c.as_text(), profile_dir)
-                   if profile_dir else None)
   infer = fesnet_step.jit_predict_step(mesh, graphdef=graphdef_eval, compute_dtype=dtype)
   s = holder["state"]
   start = time.perf_counter()
