@@ -38,9 +38,7 @@ def _stats(x_NxC: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 def batch_norm_train(x_NxC: jnp.ndarray, scale_C: jnp.ndarray, bias_C: jnp.ndarray,
                      eps: float) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """``(y, batch mean, batch variance)`` with statistics over every axis but the last."""
-  mean_C, var_C = _stats(x_NxC)
-  y = (x_NxC - mean_C) * (jax.lax.rsqrt(var_C + eps) * scale_C) + bias_C
-  return y, mean_C, var_C
+  return _fwd(x_NxC, scale_C, bias_C, eps)[0]
 
 
 def _fwd(x_NxC, scale_C, bias_C, eps):
