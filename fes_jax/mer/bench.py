@@ -41,7 +41,7 @@ def benchmark_mol(config: ml_collections.ConfigDict, batch: int, *, steps: int =
   seed = int(config.train.get("seed", 0))
   graphdef, graphdef_eval, params, rest = mer_train.init_model(
       cfg, seed, mer_train._compiler_options(config, init=True))  # pylint: disable=protected-access
-  n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+  n_params = state_lib.count_params_of(params)
   tx, schedule = mer_train.make_optimizer(config.train)
   state = mesh_lib.replicate(state_lib.init_state(params, rest, tx), mesh)
   data = mesh_lib.batch_sharding(mesh)

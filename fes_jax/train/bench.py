@@ -156,7 +156,7 @@ def benchmark_model(name: str, model_cfg: ModelConfig, batch_windows: int, *,
   mesh = mesh_lib.make_mesh(jax.local_devices())
   dtype = step_lib.COMPUTE_DTYPES[compute_dtype]
   graphdef, graphdef_eval, params, rest = state_lib.init_model(name, model_cfg, seed)
-  n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+  n_params = state_lib.count_params_of(params)
   tx, schedule = state_lib.make_optimizer(opt_cfg, 100, params)
   state = mesh_lib.replicate(state_lib.init_state(params, rest, tx), mesh)
   host = random_batch(batch_windows, model_cfg.seq_len, model_cfg.num_nodes, seed)
@@ -267,7 +267,7 @@ def benchmark_fesnet(model_cfg: Any, batch_clips: int, *, compute_dtype: str = "
   mesh_lib.check_batch_divisible(batch_clips, mesh)
   dtype = step_lib.COMPUTE_DTYPES[compute_dtype]
   graphdef, graphdef_eval, params, rest = fesnet_step.init_fesnet(model_cfg, seed)
-  n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+  n_params = state_lib.count_params_of(params)
   tx, schedule = fesnet_step.make_optimizer(t_cfg, 100, params)
   state = mesh_lib.replicate(state_lib.init_state(params, rest, tx), mesh)
   rng = np.random.default_rng(seed)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fes_jax.train import mesh as mesh_lib
+from fes_jax.train import mesh as mesh_lib, state as state_lib
 from fes_jax.train.checkpoint import FoldCheckpoints
 from fes_jax.train.metrics import MetricsWriter, to_python
 from fes_jax.train.state import TrainState
@@ -215,13 +215,8 @@ def result_record(result: FitResult, rate_name: str | None = None) -> dict[str, 
   return record
 
 
-def count_params_of(params: Any) -> int:
-  """Scalars in a parameter tree."""
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-
-
 def run_record(mesh: Any, compute_dtype: str, params: Any) -> dict[str, Any]:
   """Where and how a fold ran: parameters, devices, processes, device kind, compute dtype."""
-  return {"params": count_params_of(params),
+  return {"params": state_lib.count_params_of(params),
           "devices": int(mesh.devices.size), "processes": jax.process_count(),
           "device_kind": jax.devices()[0].device_kind, "compute_dtype": compute_dtype}

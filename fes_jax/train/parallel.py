@@ -258,7 +258,7 @@ def run_folds_parallel(config: ml_collections.ConfigDict, builder: tfds.core.Dat
       w.close()
 
   records = []
-  n_params = loop.count_params_of(params)
+  n_params = state_lib.count_params_of(params)
   for i in range(n):
     preds, _ = predict_held_out(i, state)
     history = histories[i]

@@ -13,6 +13,7 @@ definition (static, one per train / eval mode) and ``params`` (``nnx.Param``) + 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping, NamedTuple
 
 from flax import nnx
@@ -143,3 +144,8 @@ def init_state(params: nnx.State, rest: nnx.State,
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
                     opt_state=tx.init(params), bad_steps=jnp.zeros((), jnp.int32),
                     skipped=jnp.zeros((), jnp.int32))
+
+
+def count_params_of(params: Any) -> int:
+  """Scalars in a parameter tree."""
+  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
