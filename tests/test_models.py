@@ -11,7 +11,7 @@ import pytest
 
 from fes_jax.models import (FACE1, FACE2, FACE3, FACE_HIERARCHY, FacialGraph, ModelConfig,
                             build_model, count_params, flgp, normalized_adjacency)
-from fes_jax.models.layers import Attention, Dropout, FeedForward, NodeEmbedding, \
+from fes_jax.models.layers import Attention, Dropout, FeedForward, Linear, NodeEmbedding, \
     TemporalConv, temporal_conv
 
 PAPER = ModelConfig()
@@ -451,6 +451,34 @@ def test_temporal_conv_matches_loop_and_lengths():
     t = y.shape[1]
     lengths.append(t)
   assert lengths == [8, 3, 2, 1]
+
+
+def _linear_grad_program(cls, x, g):
+  graphdef, params = nnx.split(cls(32, 24, rngs=nnx.Rngs(0)))
+
+  def loss(params, x):
+    y = nnx.merge(graphdef, params)(x)
+    return jnp.sum(jnp.where(g > 0, 1.1 * y, 0.0) * g)  # a dropout-like elementwise step
+
+  fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  return fn(params, x), fn.lower(params, x).compile().as_text()
+
+
+def test_linear_flattens_leading_axes_same_values_no_transposed_gradient():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(8, 5, 3, 32)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(8, 5, 3, 24)), jnp.float32)
+  ours, theirs = Linear(32, 24, rngs=nnx.Rngs(0)), nnx.Linear(32, 24, rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ours(x[0, 0, 0]), theirs(x[0, 0, 0]), rtol=1e-6, atol=1e-6)
+  (dp_ours, dx_ours), text_ours = _linear_grad_program(Linear, x, g)
+  (dp_theirs, dx_theirs), text_theirs = _linear_grad_program(nnx.Linear, x, g)
+  for a, b in zip(jax.tree.leaves(dp_ours) + [dx_ours], jax.tree.leaves(dp_theirs) + [dx_theirs]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # The reason for the class: nnx.Linear's kernel gradient over 3 leading axes makes XLA write
+  # the output gradient transposed, (24, 120); flattened, nothing is transposed.
+  assert "f32[24,120]" in text_theirs
+  assert "f32[24,120]" not in text_ours and " transpose(" not in text_ours
 
 
 def test_flgp_on_hand_made_input():

@@ -34,11 +34,38 @@ def torch_bias_init(fan_in: int) -> nnx.Initializer:
   return init
 
 
+def matmul_last_axis(x_NxC: jnp.ndarray, kernel_CxD: jnp.ndarray) -> jnp.ndarray:
+  """``x @ kernel`` over the last axis of ``x`` (any number of leading axes), computed as one
+  2-D matmul on the leading axes flattened into rows.
+
+  Same values as ``x @ kernel``, but the gradient differs in cost: with the leading axes kept,
+  the kernel's gradient contracts several axes at once and XLA (CPU) copies the output
+  gradient into a transposed layout for it, a strided pass over the largest activations of
+  the model, and computes the elementwise work before it twice. Flat, both products read
+  row-major operands: SpotFormer's CPU training step ran 27 % faster (README "Speed").
+  """
+  lead = x_NxC.shape[:-1]
+  y_NxD = x_NxC.reshape(-1, x_NxC.shape[-1]) @ kernel_CxD
+  return y_NxD.reshape(*lead, kernel_CxD.shape[-1])
+
+
+class Linear(nnx.Linear):
+  """``nnx.Linear`` (same parameters, values and dtype handling) applied as one 2-D matmul
+  over all leading axes: see :func:`matmul_last_axis` for why."""
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    if x.ndim <= 2:
+      return super().__call__(x)
+    lead = x.shape[:-1]
+    y = super().__call__(x.reshape(-1, x.shape[-1]))
+    return y.reshape(*lead, y.shape[-1])
+
+
 def torch_linear(d_in: int, d_out: int, *, use_bias: bool = True,
-                 rngs: nnx.Rngs) -> nnx.Linear:
+                 rngs: nnx.Rngs) -> Linear:
   """``nn.Linear`` with PyTorch's default initialisation; kernel is (d_in, d_out)."""
-  return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=torch_kernel_init,
-                    bias_init=torch_bias_init(d_in), rngs=rngs)
+  return Linear(d_in, d_out, use_bias=use_bias, kernel_init=torch_kernel_init,
+                bias_init=torch_bias_init(d_in), rngs=rngs)
 
 
 def make_norm(cfg: ModelConfig, dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -189,7 +216,7 @@ def temporal_conv(x_BxTxVxC: jnp.ndarray, kernel_KxCxD: jnp.ndarray, *, stride: 
   """1-D convolution along T applied to every node (zero padding, no bias).
 
   ``kernel_KxCxD[k, c, d]`` equals PyTorch's ``Conv1d.weight[d, c, k]``. The K taps are
-  strided slices concatenated on channels, so the whole conv is one matmul.
+  strided slices concatenated on channels, so the whole conv is one (2-D) matmul.
   """
   k_size = kernel_KxCxD.shape[0]
   if padding:
@@ -200,7 +227,7 @@ def temporal_conv(x_BxTxVxC: jnp.ndarray, kernel_KxCxD: jnp.ndarray, *, stride: 
   span = stride * (t_out - 1) + 1
   taps = [x_BxTxVxC[:, k:k + span:stride] for k in range(k_size)]
   x_BxTxVxKC = jnp.concatenate(taps, axis=-1) if k_size > 1 else taps[0]
-  return x_BxTxVxKC @ kernel_KxCxD.reshape(-1, kernel_KxCxD.shape[-1])
+  return matmul_last_axis(x_BxTxVxKC, kernel_KxCxD.reshape(-1, kernel_KxCxD.shape[-1]))
 
 
 class TemporalConv(nnx.Module):
