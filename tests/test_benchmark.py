@@ -26,6 +26,9 @@ def test_benchmark_tiny_model(tmp_path):
   assert run.returncode == 0, run.stderr[-3000:]
   report = json.loads(out.read_text())
   assert report["platform"] == "cpu" and report["peak"]["flops"] > 0
+  # The peak is the best of a measurement before and one after the models.
+  assert len(report["peak"]["measured"]) == 2
+  assert report["peak"]["flops"] == max(report["peak"]["measured"])
   if sys.platform == "linux":  # re-executed with fes_jax.malloc_tuning's settings
     assert "glibc.malloc.arena_max=1" in report["glibc_tunables"]
   (r,) = report["results"]
@@ -85,3 +88,21 @@ def test_hlo_ops_names_kinds_and_sources():
   entry = text[text.index("ENTRY"):]
   roots = [l for l in entry.splitlines() if l.strip().startswith("ROOT")]
   assert roots and any(name in roots[0] for name in ops)
+
+
+def test_remeasured_peak_keeps_the_larger_and_rescales_shares(monkeypatch):
+  from fes_jax.train import bench
+
+  results = [{"train": {"achieved_flops": 50.0, "share_of_peak": 0.5},
+              "inference": {"achieved_flops": 80.0, "share_of_peak": 0.8}}]
+  peak = {"flops": 100.0, "measured": [100.0], "source": "measured 2048^3 float32 matmul",
+          "device_kind": "cpu"}
+  monkeypatch.setattr(bench, "measure_matmul_peak", lambda n, dtype=None: 200.0)
+  peak = bench.remeasure_cpu_peak(peak, results, "float32")
+  assert peak["flops"] == 200.0 and peak["measured"] == [100.0, 200.0]
+  assert "best of 2" in peak["source"]
+  assert results[0]["train"]["share_of_peak"] == 0.25
+  assert results[0]["inference"]["share_of_peak"] == 0.4
+  monkeypatch.setattr(bench, "measure_matmul_peak", lambda n, dtype=None: 150.0)
+  peak = bench.remeasure_cpu_peak(peak, results, "float32")  # a lower one changes nothing
+  assert peak["flops"] == 200.0 and results[0]["train"]["share_of_peak"] == 0.25

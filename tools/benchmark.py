@@ -302,6 +302,7 @@ def main(argv):
         ref = {"status": f"failed: {type(e).__name__}: {e}"}
       ref["batch"] = batch
       reference.append(ref)
+  peak = bench.remeasure_cpu_peak(peak, results, dtype, _MATMUL.value)
   table = markdown(results, peak, reference)
   if fold_parallel:
     table += "\n" + markdown_fold_parallel(fold_parallel)
@@ -344,6 +345,7 @@ def _clip_benchmark(task: str, model: str, default_batch: int, dtype: str,
     results.append(r)
     print(f"{model} batch {batch} clips: train {r['train']['samples_per_s']:.2f} clips/s, "
           f"inference {r['inference']['samples_per_s']:.2f} clips/s", flush=True)
+  peak = bench.remeasure_cpu_peak(peak, results, dtype, _MATMUL.value)
   table = title + "\n\n" + markdown(results, peak, [])
   print(table)
   _write(table, peak, dtype, results, reference=[], fold_parallel=[], task=task,
