@@ -23,13 +23,14 @@ The SW-MRO vs adjacent-flow ablation (README, "Ablation"):
 shorter training: 20 epochs of 4 steps of 8 segments (128 windows) at learning rate 1e-3,
 instead of the reference's 100 epochs of 32-segment batches at 2e-4 (on this little data
 the reference recipe makes 1 step per epoch and learns nothing in a demo's time).
-Expected result of `make demo` (measured 2026-11-24 in a fresh clone on the idle 2-core
-CPU, `.venv` already installed by `make test`, README "What the demo gives"): 15 min 48 s
-(data 8 s, preprocessing 165 s, folds 182-198 s); MaE 1 TP / 8 FP / 7 FN (F1 0.1176), ME
-0 / 0 / 6 (F1 0), overall F1 0.0870, last-epoch selection. Earlier versions gave overall F1
-0.1818 (before the BatchNorm backward of fes_jax/models/batch_norm.py, which changes
-gradients at round-off level) and 0.1000 (threefry dropout masks): one seed and 8 MaE, so
-these differences are noise-sized. The full default (8 subjects x 2 videos x 1200 frames, 100 epochs, the
+Expected result of `make demo` (measured 2026-11-24 in a fresh clone on the otherwise idle
+2-core CPU, README "What the demo gives"): 13 min 3 s including creating `.venv` (data 8 s,
+preprocessing 170 s, folds 125-154 s); MaE 2 TP / 8 FP / 6 FN (F1 0.2222), ME 0 / 0 / 6
+(F1 0), overall F1 0.1667, last-epoch selection. Earlier versions gave overall F1 0.0870
+(before the flattened matmuls of fes_jax/models/layers.py), 0.1818 (before the BatchNorm
+backward of fes_jax/models/batch_norm.py) and 0.1000 (threefry dropout masks): each changed
+gradients at round-off level or the masks, so training took another path; one seed and 8 MaE,
+so these differences are noise-sized. The full default (8 subjects x 2 videos x 1200 frames, 100 epochs, the
 reference recipe) costs about 30 min of preprocessing at the measured 10.9 frames/s plus
 hours of CPU training (WORKSPACE.md).
 """
