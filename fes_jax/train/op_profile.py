@@ -10,6 +10,12 @@ summary gives per op and per step: milliseconds, its HLO kind (the fusion's kind
 the opcode), whether it belongs to the backward pass (``transpose(jvp(...))`` in its source
 metadata), and what it came from. Op times of concurrent ops add up (two threads: at most
 twice the wall time). The step's wall time is measured around the traced steps.
+
+Reading a CPU summary: a plain ``dot`` (Eigen) can run asynchronously; in SpotFormer's
+backward pass the kernel-gradient dots showed events of ~1 ms while their work ran on the
+other worker thread during the next YNNPACK fusion (the input gradient), which therefore
+looked half as fast as the same matmul alone. Compare ops with a jitted matmul of the same
+shapes before calling one slow.
 """
 
 from __future__ import annotations
