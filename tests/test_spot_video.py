@@ -257,3 +257,33 @@ def test_flow_in_ranges_equals_the_whole_video(tmp_path):
   np.testing.assert_array_equal(np.concatenate(parts), whole)
   assert sum(seen) == 23
   assert features_lib.ranges(23, 4) == [(0, 6), (6, 12), (12, 17), (17, 23)]
+
+
+def test_fit_check_tool_scores_training_and_held_out_subjects(run, tmp_path):
+  """tools/fit_check.py on the run: fold 0's model spots its training subject s16 (the tiny
+  model was fit to it, as above) and reports s15 beside it, with the fold's own held-out
+  predictions reproduced."""
+  work, data, _ = run
+  out = tmp_path / "fc"
+  done = subprocess.run([sys.executable, "tools/fit_check.py", f"--workdir={work}",
+                         f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  report = json.loads(done.stdout)
+  assert report == json.loads((out / "fit_check.json").read_text())
+  (fold,) = report["folds"]
+  assert fold["subjects"] == {"held_out": ["s15"], "train": ["s16"], "validation": []}
+  assert fold["epoch"] == 1 and "validation" not in report["summed"]
+  for subject, role in (("s15", "held_out"), ("s16", "train")):
+    video, _, _ = _video(data, subject)
+    s = report["summed"][role]
+    for kind in ("mae", "me"):  # every annotated interval is a TP or an FN
+      assert s[kind]["tp"] + s[kind]["fn"] == sum(iv.type.value == kind for iv in video.intervals)
+  assert report["summed"]["train"]["overall"]["tp"] >= 1
+  with np.load(out / "fold_000/s15.npz") as p, \
+       np.load(work / "folds/fold_000/predictions.npz") as q:
+    np.testing.assert_array_equal(p["frame_numbers"], q["frame_numbers"])
+    np.testing.assert_allclose(p["probs"], q["probs"], atol=1e-5)
+  bad = subprocess.run([sys.executable, "tools/fit_check.py", f"--workdir={work}", "--folds=7",
+                        f"--out={tmp_path / 'none'}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+  assert bad.returncode != 0 and "no finished fold" in bad.stderr
