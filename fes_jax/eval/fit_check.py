@@ -62,9 +62,9 @@ def fit_check(workdir: str | pathlib.Path, out_dir: str | pathlib.Path,
   builder = fold_lib.open_records(ctx)
   # One device: the restored model's parameters sit on the default device (a run's records
   # are read as batches on the same device, whatever mesh the run trained on).
-  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  mesh, eval_segments, _, _ = fold_lib.check_setup(config, builder,
+                                                   mesh_lib.make_mesh(jax.devices()[:1]))
   t = config.train
-  eval_segments = t.eval_batch_segments or t.batch_segments
   fold_dirs = sorted(p for p in (workdir / "folds").glob("fold_*")
                      if (p / "fold.json").is_file())
   if folds is not None:
