@@ -8,11 +8,19 @@ On a real dataset (paths as in configs/spotformer_casme2.py):
       --config.dataset.annotations=... --config.dataset.frames_root=... \
       --config.dataset.frame_counts=...
 
+The SW-MRO vs adjacent-flow ablation (README, "Ablation"; the paper's Table III):
+  python -m fes_jax.main --config=configs/spot_gcn.py:ablation --workdir=workdir/abl_sw_mro
+  python -m fes_jax.main --config=configs/spot_gcn.py:ablation,temporal=adjacent \
+      --workdir=workdir/abl_adjacent
+
 Config args (after ':'): dataset = synthetic | casme2 | samm_lv | casme3; epochs (0: the
-dataset's default, 100 for synthetic); selection; for synthetic also preset, seed, subjects,
-videos, frames, me_per_minute, temporal, folds and `demo` (as
-configs/spotformer_synthetic.py). Same SW-MRO features, losses, training
-recipe and post-processing as SpotFormer (the reference shares them).
+dataset's default, 100 for synthetic); selection; recipe = fixed_steps (default for synthetic:
+20 steps of 8 segments per epoch at lr 1e-3) | reference (default for the real datasets: one
+pass over the expression segments per epoch, 32 segments per step, lr 2e-4; see
+fes_jax/config_lib.py RECIPES); for synthetic also preset, seed, subjects, videos, frames,
+me_per_minute, temporal, folds, `demo` (as configs/spotformer_synthetic.py) and `ablation`
+(8 subjects x 1 video x 600 frames at 24 ME per minute, every fold; explicit args win). Same
+SW-MRO features, losses and post-processing as SpotFormer (the reference shares them).
 
 Expected result: every stage runs and writes <workdir>/results/report.md. Measured with
 `:demo` (the `make demo` data and recipe, 4 folds; its preprocessed features reused), last-epoch

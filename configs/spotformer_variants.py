@@ -10,8 +10,9 @@ On a real dataset (paths as in configs/spotformer_casme2.py):
 Config args (after ':'): variant = simul_st (SpotFormer itself) | seq_st | simul_ts |
 paral_st | paral_st_shared (the paper's "Paral-ST (no addi. para.)"); dataset = synthetic |
 casme2 | samm_lv | casme3; epochs (0: the dataset's default, 100 for synthetic); selection;
-for synthetic also preset, seed, subjects, videos, frames, me_per_minute, temporal, folds
-and `demo` (as configs/spotformer_synthetic.py).
+recipe (fixed_steps for synthetic, reference for the real datasets: fes_jax/config_lib.py
+RECIPES); for synthetic also preset, seed, subjects, videos, frames, me_per_minute, temporal,
+folds, `demo` and `ablation` (as configs/spotformer_synthetic.py).
 Parameters: 3,168,778 for every variant but paral_st (9,088,522; own design: the paper
 publishes no code for it).
 

@@ -30,6 +30,43 @@ def test_parse_arg():
     config_lib.parse_arg("bogus=1", preset="x")
 
 
+def _load(name):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config
+
+
+def test_training_recipes_and_the_ablation_arg():
+  gcn = _load("spot_gcn")
+  recipe = lambda c: (c.train.batch_segments, c.train.steps_per_epoch, c.train.learning_rate,
+                      c.train.epochs)
+  # Synthetic data: the fixed-steps recipe; real datasets: the reference's.
+  assert recipe(gcn()) == (8, 20, 1e-3, 100)
+  assert recipe(gcn("recipe=reference")) == (32, 0, 2e-4, 100)
+  assert recipe(gcn("dataset=casme2")) == (32, 0, 2e-4, 100)
+  assert recipe(gcn("dataset=samm_lv,recipe=fixed_steps")) == (8, 20, 1e-3, 100)
+  assert recipe(_load("spotformer_casme2")()) == (32, 0, 2e-4, 100)
+  assert recipe(_load("spotformer_synthetic")()) == (8, 20, 1e-3, 100)
+  assert recipe(gcn("demo")) == (8, 4, 1e-3, 20)
+  # `ablation`: the README's ablation data; explicit args win; every fold runs.
+  abl = gcn("ablation,temporal=adjacent")
+  s = abl.dataset.synthetic
+  assert (s.num_subjects, s.videos_per_subject, s.num_frames, s.me_per_minute) == (8, 1, 600,
+                                                                                  24.0)
+  assert abl.preprocess.temporal == "adjacent" and abl.loso.subjects == ""
+  assert recipe(abl) == (8, 20, 1e-3, 100)
+  assert gcn("ablation,subjects=5").dataset.synthetic.num_subjects == 5
+  with pytest.raises(ValueError, match="different runs"):
+    gcn("demo,ablation")
+  with pytest.raises(ValueError, match="recipe='fast'"):
+    gcn("recipe=fast")
+  with pytest.raises(ValueError, match="own shorter recipe"):
+    gcn("demo,recipe=reference")
+
+
 def test_every_config_loads_and_names_all_sections():
   from ml_collections import config_flags  # pylint: disable=unused-import
   import importlib.util
