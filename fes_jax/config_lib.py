@@ -175,8 +175,9 @@ FIXED_STEPS_TRAIN = {"batch_segments": 8, "steps_per_epoch": 20, "learning_rate"
 DEMO_SIZE = {"subjects": 4, "videos": 1, "frames": 600, "epochs": 20}
 DEMO_TRAIN = {"batch_segments": 8, "steps_per_epoch": 4, "learning_rate": 1e-3}
 # `ablation`: the synthetic set of the SW-MRO vs adjacent-flow ablation (README, "Ablation"):
-# 8 subjects x 1 video x 600 frames with 24 ME per minute (8 per video, 64 in all; the
-# preset's rate is 4) so that each fold trains on ~56 MEs. Arg defaults, as DEMO_SIZE.
+# 8 subjects x 1 video x 600 frames with 24 ME per minute (Poisson, 8 per video on average;
+# the preset's rate is 4): 63 MEs with seed 0, so each fold trains on 50-59 MEs. Arg
+# defaults, as DEMO_SIZE.
 ABLATION_SIZE = {"subjects": 8, "videos": 1, "frames": 600, "me_per_minute": 24.0}
 SYNTHETIC_ARGS = dict(preset="default", seed=0, subjects=0, videos=0, frames=0,
                       me_per_minute=0.0, temporal="sw_mro", folds="", recipe="", demo=False,
