@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from fes_jax.eval import frame_metrics, megc, postprocess, submission
+from fes_jax.eval import frame_metrics, megc, paired, postprocess, submission
 from fes_jax.eval.megc import MegcConventions, Span
 
 from conftest import ROOT
@@ -63,6 +63,30 @@ def test_types_are_separate_and_each_match_counts_once():
                           MegcConventions(type_from="length"))  # 11 frames -> ME
   assert by_length["me"]["tp"] == 1 and by_length["mae"]["fp"] == 0
   assert megc.scores(megc.add_counts(c, c))["me"]["tp"] == 2
+
+
+def test_paired_comparison_per_ground_truth_and_mcnemar():
+  # The greedy / optimal case above: greedy finds g1 only, optimal finds both.
+  gts = [Span("v", 0, 10, "me"), Span("v", 3, 13, "me")]
+  preds = [Span("v", 0, 11, "me"), Span("v", 0, 9, "me")]
+  assert megc.matched(gts, preds, MegcConventions()) == [True, False]
+  assert megc.matched(gts, preds, MegcConventions(matching="optimal")) == [True, True]
+  gts += [Span("w", 20, 30, "me"), Span("w", 40, 50, "me"), Span("w", 0, 60, "mae")]
+  a = preds + [Span("w", 20, 30, "me"), Span("w", 0, 60, "mae")]  # finds g1, w20, the MaE
+  b = [Span("v", 5, 15, "me"), Span("w", 40, 50, "me"), Span("x", 1, 5, "me")]  # g2, w40
+  c = paired.compare(gts, a, b)
+  assert {k: c["me"][k] for k in ("both", "only_a", "only_b", "neither")} == {
+      "both": 0, "only_a": 2, "only_b": 2, "neither": 0}
+  assert {k: c["mae"][k] for k in ("both", "only_a", "only_b", "neither")} == {
+      "both": 0, "only_a": 1, "only_b": 0, "neither": 0}
+  assert c["me"]["p"] == 1.0 and c["mae"]["p"] == 1.0
+  same = paired.compare(gts, a, a)["me"]
+  assert (same["both"], same["only_a"], same["only_b"], same["neither"]) == (2, 0, 0, 2)
+  # Exact two-sided McNemar: 5 vs 0 discordant -> 2 / 2^5; 22 vs 12 -> 0.1214 (README).
+  assert paired.mcnemar_exact(5, 0) == pytest.approx(0.0625)
+  assert paired.mcnemar_exact(0, 5) == pytest.approx(0.0625)
+  assert paired.mcnemar_exact(22, 12) == pytest.approx(0.1214, abs=1e-4)
+  assert paired.mcnemar_exact(0, 0) == 1.0 and paired.mcnemar_exact(3, 3) == 1.0
 
 
 def _probs(n, apexes, onsets, offsets, kind="me"):
@@ -141,6 +165,17 @@ def test_evaluate_tool_on_a_fixture(tmp_path):
   assert result["scores"]["me"] == pytest.approx(
       {"tp": 1, "fp": 1, "fn": 1, "precision": 0.5, "recall": 0.5, "f1": 0.5})
   assert result["scores"]["overall"]["tp"] == 2
+
+  other = tmp_path / "other.csv"  # finds the s15_0502 ME instead of the s16_0401 one
+  submission.write_csv(other, [Span("s15_0502", 20, 33, "me")])
+  out = subprocess.run([sys.executable, str(ROOT / "tools/evaluate.py"), f"--pred={pred}",
+                        f"--compare={other}", f"--gt={paths['annotations']}",
+                        "--format=casme2"], capture_output=True, text=True, check=True)
+  compared = json.loads(out.stdout)
+  assert compared["scores"] == result["scores"]
+  assert compared["compare"]["other_scores"]["me"]["tp"] == 1
+  me = compared["compare"]["paired"]["me"]
+  assert (me["both"], me["only_a"], me["only_b"], me["neither"]) == (0, 1, 1, 0)
 
 
 def test_evaluate_tool_on_the_real_samm_file(shared_annotations, tmp_path):

@@ -10,6 +10,15 @@ ground truth is read at the original frame rate with the quirk policies of
 fes_jax/data/policies.py (``--policy missing_offset=unmatchable`` etc.). Every MEGC convention
 is a flag; defaults follow SpotFormer's code (fes_jax/eval/megc.py). The output has TP, FP, FN,
 precision, recall and F1 for MaE, ME and overall, and the conventions used.
+
+``--compare=B.csv`` also scores a second submission on the same ground truth and pairs the
+two per ground-truth interval (fes_jax/eval/paired.py): intervals found by both, by PRED
+only, by B only, by neither, and the exact McNemar p-value, per type. E.g. the README's
+SW-MRO vs adjacent-flow ablation:
+
+  python tools/evaluate.py --pred=workdir/abl_sw_mro/results/submission.csv \
+      --compare=workdir/abl_adjacent/results/submission.csv \
+      --gt='workdir/abl_sw_mro/data/CAS(ME)^2code_final.xlsx' --format=casme2
 """
 
 import dataclasses
@@ -22,9 +31,10 @@ from absl import flags
 from fes_jax.data import readers
 from fes_jax.data.errors import DataError
 from fes_jax.data.policies import Policies
-from fes_jax.eval import megc, submission
+from fes_jax.eval import megc, paired, submission
 
 _PRED = flags.DEFINE_string("pred", None, "Submission CSV (vid,onset,offset,type).")
+_COMPARE = flags.DEFINE_string("compare", None, "Second submission CSV to pair with --pred.")
 _GT = flags.DEFINE_string("gt", None, "Annotation file.")
 _FORMAT = flags.DEFINE_enum("format", None, readers.FORMATS, "Annotation file format.")
 _FRAME_COUNTS = flags.DEFINE_string("frame_counts", None, "Frame-count file, optional.")
@@ -54,16 +64,22 @@ def main(argv):
                                 me_range=tuple(int(x) for x in _ME_RANGE.value),
                                 mae_min=_MAE_MIN.value)
     preds = submission.read_csv(_PRED.value)
+    other = submission.read_csv(_COMPARE.value) if _COMPARE.value else None
   except (DataError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   spans = submission.ground_truth(gt)
   known = {s.video for s in spans} | {v.name for v in gt.videos()}
-  unknown = sorted({p.video for p in preds} - known)
-  c = megc.counts(spans, preds, conv)
-  print(json.dumps({"scores": megc.scores(c), "conventions": dataclasses.asdict(conv),
-                    "predictions": len(preds), "ground_truth": len(spans),
-                    "unknown_videos": unknown}, indent=2))
+  unknown = sorted({p.video for p in preds + (other or [])} - known)
+  out = {"scores": megc.scores(megc.counts(spans, preds, conv)),
+         "conventions": dataclasses.asdict(conv), "predictions": len(preds),
+         "ground_truth": len(spans), "unknown_videos": unknown}
+  if other is not None:
+    out["compare"] = {"pred": _PRED.value, "other": _COMPARE.value,
+                      "other_scores": megc.scores(megc.counts(spans, other, conv)),
+                      "other_predictions": len(other),
+                      "paired": paired.compare(spans, preds, other, conv)}
+  print(json.dumps(out, indent=2))
   return 0
 
 

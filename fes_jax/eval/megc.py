@@ -82,10 +82,15 @@ def retype_by_length(p: Span, conv: MegcConventions) -> Span | None:
 
 def match(gts: Sequence[Span], preds: Sequence[Span], conv: MegcConventions) -> int:
   """Number of one-to-one matches (TP) between same-type intervals of one video."""
+  return sum(matched(gts, preds, conv))
+
+
+def matched(gts: Sequence[Span], preds: Sequence[Span], conv: MegcConventions) -> list[bool]:
+  """Per ground truth (in the given order), whether the matching gives it a proposal."""
   ok = [[_passes(iou(g, p, conv.length), conv) for p in preds] for g in gts]
   if conv.matching == "greedy":
     used: set[int] = set()
-    tp = 0
+    out = []
     for gi, g in enumerate(gts):
       best, best_iou = None, -1.0
       for pi, p in enumerate(preds):
@@ -96,13 +101,14 @@ def match(gts: Sequence[Span], preds: Sequence[Span], conv: MegcConventions) -> 
           best, best_iou = pi, v
       if best is not None:
         used.add(best)
-        tp += 1
-    return tp
-  return _max_bipartite(ok)
+      out.append(best is not None)
+    return out
+  owners = set(_max_bipartite(ok).values())
+  return [g in owners for g in range(len(gts))]
 
 
-def _max_bipartite(ok: list[list[bool]]) -> int:
-  """Maximum matching (augmenting paths; videos have few intervals)."""
+def _max_bipartite(ok: list[list[bool]]) -> dict[int, int]:
+  """Maximum matching (augmenting paths; videos have few intervals): proposal -> ground truth."""
   owner: dict[int, int] = {}
 
   def augment(g: int, seen: set[int]) -> bool:
@@ -114,7 +120,9 @@ def _max_bipartite(ok: list[list[bool]]) -> int:
           return True
     return False
 
-  return sum(augment(g, set()) for g in range(len(ok)))
+  for g in range(len(ok)):
+    augment(g, set())
+  return owner
 
 
 def prf(tp: int, fp: int, fn: int) -> dict[str, float | int]:
@@ -124,9 +132,10 @@ def prf(tp: int, fp: int, fn: int) -> dict[str, float | int]:
   return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f1}
 
 
-def counts(gts: Iterable[Span], preds: Iterable[Span],
-           conv: MegcConventions = MegcConventions()) -> dict[str, dict[str, int]]:
-  """TP / FP / FN per type over all videos (no ratios: sum these over folds first)."""
+def groups(gts: Iterable[Span], preds: Iterable[Span], conv: MegcConventions
+           ) -> list[tuple[tuple[str, str], list[Span], list[Span]]]:
+  """``((video, type), ground truths sorted by onset, proposals)`` per video and type, in a
+  fixed order; proposals retyped first when ``conv.type_from == 'length'``."""
   preds = list(preds)
   if conv.type_from == "length":
     preds = [q for q in (retype_by_length(p, conv) for p in preds) if q is not None]
@@ -135,11 +144,19 @@ def counts(gts: Iterable[Span], preds: Iterable[Span],
     by.setdefault((g.video, g.type), ([], []))[0].append(g)
   for p in preds:
     by.setdefault((p.video, p.type), ([], []))[1].append(p)
+  out = []
+  for key, (g, p) in sorted(by.items()):
+    if key[1] not in TYPES:
+      raise ValueError(f"unknown interval type {key[1]!r}; expected {TYPES}")
+    out.append((key, sorted(g, key=lambda s: (s.onset, s.offset or 0)), p))
+  return out
+
+
+def counts(gts: Iterable[Span], preds: Iterable[Span],
+           conv: MegcConventions = MegcConventions()) -> dict[str, dict[str, int]]:
+  """TP / FP / FN per type over all videos (no ratios: sum these over folds first)."""
   out = {t: {"tp": 0, "fp": 0, "fn": 0} for t in TYPES}
-  for (_, t), (g, p) in sorted(by.items()):
-    if t not in out:
-      raise ValueError(f"unknown interval type {t!r}; expected {TYPES}")
-    g = sorted(g, key=lambda s: (s.onset, s.offset or 0))
+  for (_, t), g, p in groups(gts, preds, conv):
     tp = match(g, p, conv)
     out[t]["tp"] += tp
     out[t]["fp"] += len(p) - tp
