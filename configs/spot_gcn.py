@@ -28,7 +28,8 @@ selection: MaE 5 TP / 9 FP / 3 FN (F1 0.4545), ME 0 TP / 13 FP / 6 FN (F1 0), ov
 0.2439; training 61 s for all four folds (about 1,600 windows/s on the 2-core CPU).
 Measured with `:ablation` (8 folds, 2026-11-24), held-out ME TP / FP / FN: SW-MRO 19 / 21 / 44
 (F1 0.369), adjacent flow 12 / 28 / 51 (F1 0.233); with `:ablation,seed=1` 16 / 24 / 45
-(0.317) vs 13 / 27 / 48 (0.257); about 18 min per feature from nothing on the 2-core CPU
+(0.317) vs 13 / 27 / 48 (0.257); `seed=2` 9 / 31 / 43 (0.196) vs 4 / 36 / 48 (0.087); about
+18 min per feature from nothing on the 2-core CPU
 (preprocessing 5-6 min, folds ~85 s each).
 """
 
