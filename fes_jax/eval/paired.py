@@ -36,15 +36,10 @@ def compare(gts: Iterable[Span], preds_a: Iterable[Span], preds_b: Iterable[Span
       for i, hit in enumerate(matched(g, p, conv)):
         flags[(key, i)] = hit
     found.append(flags)
-  out = {}
-  for t in TYPES:
-    keys = [k for k in found[0] if k[0][1] == t]
-    a = [found[0][k] for k in keys]
-    b = [found[1][k] for k in keys]
-    row = {"both": sum(x and y for x, y in zip(a, b)),
-           "only_a": sum(x and not y for x, y in zip(a, b)),
-           "only_b": sum(y and not x for x, y in zip(a, b)),
-           "neither": sum(not (x or y) for x, y in zip(a, b))}
+  out = {t: {"both": 0, "only_a": 0, "only_b": 0, "neither": 0} for t in TYPES}
+  for key, a in found[0].items():
+    b = found[1][key]
+    out[key[0][1]]["both" if a and b else "only_a" if a else "only_b" if b else "neither"] += 1
+  for row in out.values():
     row["p"] = mcnemar_exact(row["only_a"], row["only_b"])
-    out[t] = row
   return out
